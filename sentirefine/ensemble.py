@@ -1,0 +1,169 @@
+"""Ensemble prediction: every member predicts, in a process pool; a weighted soft vote decides.
+
+The maths (documented in the README):
+
+* member ``i`` gives ``p_i = P(positive)``; weights ``w_i`` sum to 1 and come from each
+  member's gold-split performance: ``equal``: ``1/m``; ``accuracy``: ``∝ max(acc_i - 0.5, 0.01)``
+  (the margin over chance, so a coin-flip member gets almost nothing); ``log_loss``:
+  ``∝ max(ln 2 - loss_i, 0.01)`` (the gain over an uninformed 50/50 guess).
+* ensemble ``p = Σ w_i p_i``; predicted label ``ŷ = [p > 0.5]``;
+* agreement ``a`` = share of members whose own prediction equals ``ŷ``;
+* confidence ``c = max(p, 1 - p)`` (rule ``probability``) or ``c = max(p, 1-p) · a^γ``
+  (rule ``agreement``: a confident average of disagreeing members counts for less).
+
+The pool is created once per stage; each worker loads every member once in its initializer
+and answers batches of texts. ``workers=0`` predicts in-process (tests, debugging).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sentirefine.logs import configure_logging, log_event
+
+log = logging.getLogger(__name__)
+
+_WORKER_MODELS: list[Any] = []
+# An exception raised in a Pool initializer makes the Pool respawn the worker forever; we keep
+# it here instead and re-raise it from the first task, so the parent sees the real error.
+_WORKER_ERROR: list[BaseException] = []
+
+
+def cpu_count() -> int:
+    """Cores this process may use (respects CPU affinity / container limits)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def resolve_workers(setting: int | str) -> int:
+    return cpu_count() if setting == "auto" else int(setting)
+
+
+def _init_worker(model_dirs: list[str], threads: int, log_format: str, log_level: str) -> None:
+    """Pool initializer: bound torch threads so workers x threads <= cores, load members once."""
+    import torch
+
+    from sentirefine.models import load_model
+
+    configure_logging(log_format, log_level)
+    torch.set_num_threads(threads)
+    try:
+        _WORKER_MODELS[:] = [load_model(Path(d)) for d in model_dirs]
+    except BaseException as exc:
+        _WORKER_ERROR.append(exc)
+        return
+    log_event(log, "pool_worker_ready", pid=os.getpid(), threads=threads, members=len(model_dirs))
+
+
+def _predict_task(texts: list[str]) -> np.ndarray:
+    if _WORKER_ERROR:
+        raise _WORKER_ERROR[0]
+    return np.stack([m.predict_proba(texts)[:, 1] for m in _WORKER_MODELS], axis=1).astype(np.float32)
+
+
+class EnsemblePredictor:
+    """Owns a ``multiprocessing.Pool`` whose workers hold every member; use as a context manager.
+
+    ``pool_factory`` lets a cluster pool with the same ``imap`` API (e.g. Ray's) replace the
+    local one when one machine is not enough.
+    """
+
+    def __init__(
+        self,
+        model_dirs: dict[str, Path],
+        *,
+        workers: int,
+        start_method: str = "spawn",
+        batch_rows: int = 512,
+        log_format: str = "json",
+        log_level: str = "INFO",
+        pool_factory: Any = None,
+    ) -> None:
+        self.names = list(model_dirs)
+        self.model_dirs = [str(model_dirs[n]) for n in self.names]
+        self.workers = workers
+        self.start_method = start_method
+        self.batch_rows = batch_rows
+        self._log = (log_format, log_level)
+        self._pool_factory = pool_factory
+        self._pool: Any = None
+
+    def __enter__(self) -> EnsemblePredictor:
+        threads = max(1, cpu_count() // max(1, self.workers))
+        args = (self.model_dirs, threads, *self._log)
+        if self.workers <= 0:
+            self._load_in_process()
+        elif self._pool_factory is not None:
+            self._pool = self._pool_factory(self.workers, _init_worker, args)
+        else:
+            ctx = multiprocessing.get_context(self.start_method)
+            self._pool = ctx.Pool(self.workers, initializer=_init_worker, initargs=args)
+        log_event(log, "ensemble_pool_started", workers=self.workers, threads_per_worker=threads,
+                  start_method=self.start_method, members=self.names)
+        return self
+
+    def _load_in_process(self) -> None:
+        from sentirefine.models import load_model
+
+        _WORKER_MODELS[:] = [load_model(Path(d)) for d in self.model_dirs]
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.terminate() if exc[0] else self._pool.close()
+            self._pool.join()
+            self._pool = None
+        _WORKER_MODELS.clear()
+
+    def member_probs(self, texts: Sequence[str]) -> np.ndarray:
+        """P(positive) of every member, shape (len(texts), members), order of ``self.names``."""
+        if not texts:
+            return np.zeros((0, len(self.names)), dtype=np.float32)
+        tasks = [list(texts[i : i + self.batch_rows]) for i in range(0, len(texts), self.batch_rows)]
+        results = map(_predict_task, tasks) if self._pool is None else self._pool.imap(_predict_task, tasks)
+        return np.concatenate(list(results), axis=0)
+
+
+def member_weights(metrics: dict[str, dict[str, float]], names: Sequence[str], rule: str) -> np.ndarray:
+    """Normalised weights per member from its gold metrics (see the module docstring)."""
+    if rule == "equal" or not metrics:
+        raw = np.ones(len(names))
+    elif rule == "accuracy":
+        raw = np.array([max(metrics[n]["accuracy"] - 0.5, 0.01) for n in names])
+    elif rule == "log_loss":
+        raw = np.array([max(math.log(2) - metrics[n]["log_loss"], 0.01) for n in names])
+    else:
+        raise ValueError(f"unknown weight rule {rule!r}")
+    return raw / raw.sum()
+
+
+@dataclass(frozen=True)
+class EnsembleOutput:
+    p_positive: np.ndarray
+    predicted: np.ndarray
+    confidence: np.ndarray
+    agreement: np.ndarray
+
+
+def combine(member_p: np.ndarray, weights: np.ndarray, *, rule: str = "probability",
+            gamma: float = 1.0) -> EnsembleOutput:
+    """Weighted soft vote and confidence of member probabilities ``member_p`` (n, m)."""
+    p = np.clip(member_p @ weights, 0.0, 1.0)
+    predicted = (p > 0.5).astype(np.int64)
+    agreement = ((member_p > 0.5) == predicted[:, None]).mean(axis=1)
+    confidence = np.maximum(p, 1.0 - p)
+    if rule == "agreement":
+        confidence = confidence * agreement**gamma
+    elif rule != "probability":
+        raise ValueError(f"unknown confidence rule {rule!r}")
+    return EnsembleOutput(p, predicted, confidence, agreement)

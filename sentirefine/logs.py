@@ -1,0 +1,99 @@
+"""Structured logging: one JSON object per line (or a readable line with ``--log-format text``).
+
+Why stdlib ``logging`` and not a framework: every library we use (MLflow, DVC, transformers)
+already logs through it, so one formatter makes their lines structured too. Call sites pass
+fields with ``extra={"event": ..., "iteration": ..., ...}``; :func:`log_event` is the short form.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """Render a record as one JSON line: ts, level, logger, event/message and extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": getattr(record, "event", None) or record.getMessage(),
+        }
+        if getattr(record, "event", None) and record.getMessage() != record.event:
+            payload["message"] = record.getMessage()
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and key != "event":
+                payload[key] = value
+        if record.exc_info and record.exc_info[0] is not None:
+            exc = record.exc_info[1]
+            payload["error"] = {"type": type(exc).__name__, "message": str(exc)}
+            if getattr(exc, "hint", None):
+                payload["error"]["hint"] = exc.hint
+        return json.dumps(payload, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """Human-readable: ``HH:MM:SS level event key=value ...``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        extras = " ".join(
+            f"{k}={v}" for k, v in record.__dict__.items() if k not in _STANDARD and k != "event"
+        )
+        head = getattr(record, "event", None) or record.getMessage()
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        line = f"{stamp} {record.levelname.lower():7s} {head} {extras}".rstrip()
+        if record.exc_info and record.exc_info[1] is not None:
+            line += f" error={type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+        return line
+
+
+def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
+    """Send all logs to stderr in ``fmt``; stdout stays free for command output."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Third-party chatter stays at WARNING unless asked for.
+    for noisy in ("urllib3", "filelock", "httpx", "transformers", "mlflow", "alembic", "git"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log a structured event: ``log_event(log, "chunk_corrected", rows=512, iteration=2)``."""
+    logger.log(level, event, extra={"event": event, **fields})
+
+
+@contextmanager
+def stage_log(logger: logging.Logger, stage: str, **fields: Any) -> Iterator[dict[str, Any]]:
+    """Log ``<stage>_start`` and ``<stage>_end`` with duration; the yielded dict adds end fields."""
+    log_event(logger, f"{stage}_start", stage=stage, **fields)
+    started = time.perf_counter()
+    result: dict[str, Any] = {}
+    try:
+        yield result
+    except BaseException as exc:
+        logger.error(
+            f"{stage}_failed",
+            exc_info=True,
+            extra={"event": f"{stage}_failed", "stage": stage, "error_type": type(exc).__name__, **fields},
+        )
+        raise
+    log_event(
+        logger,
+        f"{stage}_end",
+        stage=stage,
+        duration_s=round(time.perf_counter() - started, 3),
+        **fields,
+        **result,
+    )

@@ -1,0 +1,217 @@
+"""The progressive self-training loop: ordered stages per iteration, iterations until converged.
+
+One iteration ``k`` (models of iteration ``k-1`` predict; iteration 0 is the bootstrap):
+
+    predict   stream the train split in chunks through the Pool ensemble → ``predictions``
+    correct   threshold / oscillation / review-queue decisions → bulk label writes + history
+    train     lexicon → LSTM → BiLSTM → BERT, each with its own update strategy
+    evaluate  gold metrics per member and ensemble → weights for iteration ``k+1``
+    finish    convergence metrics; stop when label and lexicon change rates stay low
+
+Every stage records its completion in the store, and each is safe to replay, so a crashed
+run resumes at the first unfinished stage (``sentirefine refine`` again) and reaches the same
+labels as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import psutil
+from tqdm import tqdm
+
+from sentirefine import policy
+from sentirefine.config import Config, StoreConfig
+from sentirefine.ensemble import combine
+from sentirefine.errors import SentirefineError
+from sentirefine.logs import log_event, stage_log
+from sentirefine.store import Store
+from sentirefine.train import evaluate_members, predictor, train_members
+from sentirefine.workspace import iteration_dir
+
+log = logging.getLogger(__name__)
+
+_BYTES_PER_ROW = 4096  # text, tokens, member probabilities and tensors of one row, generously
+
+
+def resolve_chunk_size(cfg: StoreConfig) -> int:
+    """The configured chunk size, or one derived from available memory ('auto')."""
+    if isinstance(cfg.chunk_size, int):
+        return cfg.chunk_size
+    budget = psutil.virtual_memory().available * cfg.auto_chunk_memory_fraction
+    return int(min(50_000, max(1_000, budget // _BYTES_PER_ROW)))
+
+
+@dataclass
+class RefineResult:
+    iterations: list[dict[str, Any]] = field(default_factory=list)
+    stop_reason: str = ""
+
+
+def bootstrap(config: Config, store: Store) -> dict[str, Any]:
+    """Iteration 0: fit every member from scratch on the current labels and evaluate it."""
+    if store.stage_done(0, "evaluate"):
+        return store.stage_info(0, "evaluate") or {}
+    store.begin_iteration(0, threshold=float("nan"))
+    started = time.perf_counter()
+    training = train_members(config, store, 0)
+    evaluation = _evaluate_stage(config, store, 0)
+    metrics = {
+        "iteration": 0,
+        "train_rows": store.count("train"),
+        "label_accuracy": store.reference_accuracy(),
+        "training": _strip_history(training),
+        **evaluation,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    store.finish_iteration(0, metrics)
+    return metrics
+
+
+def refine(config: Config, store: Store, *, max_iterations: int | None = None) -> RefineResult:
+    """Run (or resume) iterations until converged or ``max_iterations`` (absolute) is reached."""
+    limit = max_iterations or config.refine.max_iterations
+    bootstrap(config, store)
+    result = RefineResult()
+    while True:
+        done = [it for it in store.iterations() if it["finished_at"] and it["iteration"] > 0]
+        if done and done[-1]["metrics"].get("converged"):
+            result.stop_reason = f"converged at iteration {done[-1]['iteration']}"
+            break
+        iteration = (done[-1]["iteration"] if done else 0) + 1
+        if iteration > limit:
+            result.stop_reason = f"max_iterations={limit} reached"
+            break
+        result.iterations.append(run_iteration(config, store, iteration))
+    log_event(log, "refine_stopped", reason=result.stop_reason, iterations_run=len(result.iterations))
+    return result
+
+
+def run_iteration(config: Config, store: Store, iteration: int) -> dict[str, Any]:
+    """All stages of one iteration, skipping those already recorded as finished."""
+    threshold = config.refine.threshold.at(iteration)
+    store.begin_iteration(iteration, threshold)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def timed(stage: str, fn: Any, *args: Any) -> Any:
+        t0 = time.perf_counter()
+        out = fn(*args)
+        timings[stage] = round(time.perf_counter() - t0, 2)
+        return out
+
+    if not store.stage_done(iteration, "predict"):
+        timed("predict", _predict_stage, config, store, iteration)
+    if not store.stage_done(iteration, "correct"):
+        timed("correct", _correct_stage, config, store, iteration)
+    training = timed("train", train_members, config, store, iteration)
+    evaluation = timed("evaluate", _evaluate_stage, config, store, iteration)
+    metrics = _iteration_metrics(config, store, iteration, threshold, training, evaluation)
+    metrics["seconds"] = round(time.perf_counter() - started, 1)
+    metrics["stage_seconds"] = timings
+    store.finish_iteration(iteration, metrics)
+    log_event(log, "iteration_done", iteration=iteration, threshold=threshold,
+              label_change_rate=metrics["label_change_rate"], converged=metrics["converged"],
+              ensemble_accuracy=metrics["ensemble"].get("accuracy"), seconds=metrics["seconds"])
+    return metrics
+
+
+def _predict_stage(config: Config, store: Store, iteration: int) -> None:
+    """Predict every train row with the previous iteration's members; resumable per chunk."""
+    names = config.models.order
+    previous = store.stage_info(iteration - 1, "evaluate")
+    if previous is None:
+        raise SentirefineError(f"iteration {iteration - 1} has no evaluation to take weights from",
+                               hint="run `sentirefine bootstrap` (or `refine`, which bootstraps first)")
+    weights = np.array([previous["weights"][n] for n in names])
+    chunk = resolve_chunk_size(config.store)
+    total = store.count("train")
+    resume_after = store.last_predicted_sid(iteration)
+    already = store.conn.execute("SELECT count(*) FROM predictions WHERE iteration=?", (iteration,)).fetchone()[0]
+    store.start_stage(iteration, "predict")
+    dirs = {n: iteration_dir(config, iteration - 1) / n for n in names}
+    with (stage_log(log, "predict", iteration=iteration, rows=total, chunk_size=chunk) as result,
+          predictor(config, dirs) as ens,
+          tqdm(total=total, initial=already, desc=f"iter {iteration} predict", unit="row", disable=None) as bar):
+        for rows in store.iter_chunks("train", chunk, after_sid=resume_after):
+            probs = ens.member_probs([r.text for r in rows])
+            out = combine(probs, weights, rule=config.ensemble.confidence, gamma=config.ensemble.agreement_gamma)
+            store.save_predictions(iteration, [
+                (r.sid, float(out.p_positive[i]), int(out.predicted[i]), float(out.confidence[i]),
+                 float(out.agreement[i]), json.dumps(dict(zip(names, np.round(probs[i], 4).tolist(), strict=True))))
+                for i, r in enumerate(rows)
+            ])
+            bar.update(len(rows))
+        result["weights"] = dict(zip(names, weights.round(4).tolist(), strict=True))
+    store.finish_stage(iteration, "predict", {"weights": result["weights"], "chunk_size": chunk})
+
+
+def _correct_stage(config: Config, store: Store, iteration: int) -> None:
+    """Apply threshold/oscillation/queue decisions chunk by chunk, one transaction each."""
+    chunk = resolve_chunk_size(config.store)
+    store.start_stage(iteration, "correct")
+    with stage_log(log, "correct", iteration=iteration,
+                   threshold=config.refine.threshold.at(iteration)) as result:
+        changed = 0
+        for rows in store.iter_predictions(iteration, chunk):
+            flips = store.flip_counts(policy.candidates(rows, iteration, config.refine))
+            decision = policy.decide(rows, iteration=iteration, refine=config.refine, flip_counts=flips)
+            changed += store.apply_decision(decision.changes, decision.freeze, decision.queue,
+                                            iteration=iteration, source="ensemble")
+        result["changed_this_attempt"] = changed
+    store.finish_stage(iteration, "correct", {"changed": store.changes_in_iteration(iteration)})
+
+
+def _evaluate_stage(config: Config, store: Store, iteration: int) -> dict[str, Any]:
+    if store.stage_done(iteration, "evaluate"):
+        return store.stage_info(iteration, "evaluate") or {}
+    store.start_stage(iteration, "evaluate")
+    with stage_log(log, "evaluate", iteration=iteration) as result:
+        evaluation = evaluate_members(config, store, iteration)
+        result["ensemble_accuracy"] = evaluation["ensemble"].get("accuracy")
+    store.finish_stage(iteration, "evaluate", evaluation)
+    return evaluation
+
+
+def _iteration_metrics(config: Config, store: Store, iteration: int, threshold: float,
+                       training: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
+    """Convergence metrics and refinement statistics of a finished iteration."""
+    n_train = store.count("train")
+    corrected = dict(store.conn.execute(
+        "SELECT new_label, count(*) FROM label_history WHERE iteration=? AND source='ensemble' GROUP BY new_label",
+        (iteration,),
+    ).fetchall())
+    label_change_rate = store.changes_in_iteration(iteration) / max(1, n_train)
+    model_change = {n: t["change_rate"] for n, t in training.items() if t.get("change_rate") is not None}
+    quiet = label_change_rate < config.refine.label_change_bound and all(
+        r < config.refine.lexicon_change_bound for r in model_change.values()
+    )
+    previous = [it for it in store.iterations() if it["iteration"] == iteration - 1]
+    streak = (previous[0]["metrics"].get("quiet_streak", 0) + 1 if previous else 1) if quiet else 0
+    queued = store.open_review_count()
+    return {
+        "iteration": iteration,
+        "threshold": threshold,
+        "train_rows": n_train,
+        "corrected_to_0": corrected.get(0, 0),
+        "corrected_to_1": corrected.get(1, 0),
+        "label_change_rate": label_change_rate,
+        "model_change_rates": model_change,
+        "lexicon_change_rate": model_change.get("lexicon"),
+        "queued_low_confidence": queued.get("low_confidence", 0),
+        "frozen": store.conn.execute("SELECT count(*) FROM sentences WHERE frozen=1").fetchone()[0],
+        "label_accuracy": store.reference_accuracy(),
+        "quiet_streak": streak,
+        "converged": streak >= config.refine.patience,
+        "training": _strip_history(training),
+        **evaluation,
+    }
+
+
+def _strip_history(training: dict[str, Any]) -> dict[str, Any]:
+    return {n: {k: v for k, v in t.items() if k != "history"} for n, t in training.items()}

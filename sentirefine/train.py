@@ -1,0 +1,127 @@
+"""Sequential (re)training of the members, and their evaluation on the gold split.
+
+Members train one after another in ``models.order`` (lexicon → LSTM → BiLSTM → BERT): on a
+small machine, or one GPU, the big models must not compete for memory, and memory is released
+between them. Iteration 0 (bootstrap) fits from scratch; later iterations call each member's
+``update`` — its own strategy — on the previous iteration's checkpoint.
+
+Each member's training is its own recorded stage (``train:<name>``) with an atomically written
+checkpoint, so a crash during BERT does not redo the lexicon, LSTM and BiLSTM.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sentirefine.config import Config
+from sentirefine.ensemble import EnsemblePredictor, combine, member_weights, resolve_workers
+from sentirefine.errors import TrainingError
+from sentirefine.logs import log_event, stage_log
+from sentirefine.metrics import classification_metrics, confusion
+from sentirefine.models import SentimentModel, build_model, load_model
+from sentirefine.models.batching import release_memory, resolve_device
+from sentirefine.store import Store
+from sentirefine.workspace import iteration_dir
+
+log = logging.getLogger(__name__)
+
+
+def training_set(store: Store) -> tuple[list[str], np.ndarray]:
+    """Texts and current labels of the train split, without frozen (oscillating) rows."""
+    rows = store.conn.execute(
+        "SELECT text, current_label FROM sentences WHERE split='train' AND frozen=0 ORDER BY sid"
+    ).fetchall()
+    labels = np.array([r[1] for r in rows], dtype=np.int64)
+    if len(rows) == 0:
+        raise TrainingError("the train split is empty", hint="import a training file first")
+    if len(np.unique(labels)) < 2:
+        raise TrainingError(
+            f"the train split holds a single class ({int(labels[0])}): a classifier cannot be trained",
+            hint="import data with both labels (0 and 1)",
+        )
+    return [r[0] for r in rows], labels
+
+
+def train_members(config: Config, store: Store, iteration: int) -> dict[str, dict[str, Any]]:
+    """Train every member for ``iteration``; returns per-member training info."""
+    texts, labels = training_set(store)
+    out_dir = iteration_dir(config, iteration)
+    previous = iteration_dir(config, iteration - 1) if iteration > 0 else None
+    device = resolve_device(config.models.device)
+    info: dict[str, dict[str, Any]] = {}
+    for name in config.models.order:
+        stage = f"train:{name}"
+        if store.stage_done(iteration, stage) and (out_dir / name / "model.json").is_file():
+            info[name] = store.stage_info(iteration, stage) or {}
+            continue
+        store.start_stage(iteration, stage)
+        release_memory()
+        with stage_log(log, stage, iteration=iteration, rows=len(texts)) as result:
+            started = time.perf_counter()
+            model, change = _train_one(config, name, previous, device, texts, labels)
+            model.save(out_dir / name)
+            result.update(seconds=round(time.perf_counter() - started, 2), change_rate=change,
+                          mode="fit" if previous is None else "update")
+        info[name] = {**result, "history": model.history_[-5:]}
+        store.finish_stage(iteration, stage, info[name])
+        del model
+        release_memory()
+    return info
+
+
+def _train_one(config: Config, name: str, previous: Path | None, device: str, texts: list[str],
+               labels: np.ndarray) -> tuple[SentimentModel, float | None]:
+    if previous is None:
+        return build_model(name, config).fit(texts, labels), None
+    model = load_model(previous / name, device=device)
+    # Only members that define a change rate (the lexicon) pay for keeping a copy.
+    before = copy.deepcopy(model) if type(model).change_rate is not SentimentModel.change_rate else None
+    model.update(texts, labels)
+    return model, (model.change_rate(before) if before is not None else None)
+
+
+def evaluate_members(config: Config, store: Store, iteration: int) -> dict[str, Any]:
+    """Gold metrics of each member and of the weighted ensemble; the weights for what follows.
+
+    The weights are derived from the same gold metrics they are evaluated with; with four
+    scalar weights the optimism is small, and it is documented in the README.
+    """
+    rows = store.conn.execute("SELECT text, current_label FROM sentences WHERE split='gold' ORDER BY sid")
+    gold = rows.fetchall()
+    if config.refine.gold_eval_rows and len(gold) > config.refine.gold_eval_rows:
+        pick = np.random.default_rng(0).choice(len(gold), config.refine.gold_eval_rows, replace=False)
+        gold = [gold[i] for i in sorted(pick)]
+    if not gold:
+        log_event(log, "gold_split_empty", level=logging.WARNING, iteration=iteration,
+                  hint="import a gold file (--gold) to measure models honestly")
+        names = config.models.order
+        return {"members": {}, "ensemble": {}, "weights": dict.fromkeys(names, 1 / len(names))}
+    texts = [g[0] for g in gold]
+    labels = np.array([g[1] for g in gold], dtype=np.int64)
+    dirs = {n: iteration_dir(config, iteration) / n for n in config.models.order}
+    with predictor(config, dirs) as ens:
+        probs = ens.member_probs(texts)
+    members = {n: classification_metrics(labels, probs[:, i]) for i, n in enumerate(ens.names)}
+    weights = member_weights(members, ens.names, config.ensemble.weights)
+    out = combine(probs, weights, rule=config.ensemble.confidence, gamma=config.ensemble.agreement_gamma)
+    ensemble = classification_metrics(labels, out.p_positive)
+    ensemble["confusion"] = confusion(labels, out.predicted)
+    return {"members": members, "ensemble": ensemble,
+            "weights": {n: float(w) for n, w in zip(ens.names, weights, strict=True)}}
+
+
+def predictor(config: Config, model_dirs: dict[str, Path]) -> EnsemblePredictor:
+    return EnsemblePredictor(
+        model_dirs,
+        workers=resolve_workers(config.ensemble.workers),
+        start_method=config.ensemble.start_method,
+        batch_rows=config.ensemble.predict_batch_rows,
+        log_format=config.logging.format,
+        log_level=config.logging.level,
+    )

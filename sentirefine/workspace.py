@@ -1,0 +1,52 @@
+"""The workspace directory and its single-writer lock.
+
+One workspace = one DB, its models, rejects and (later) MLflow store and DVC repo. Two
+``refine`` processes on one workspace would interleave label writes and model checkpoints, so
+every command that writes takes an exclusive, non-blocking file lock and names the owner's pid
+when it cannot.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from sentirefine.config import Config
+from sentirefine.errors import WorkspaceBusyError
+from sentirefine.store import Store
+
+
+@contextmanager
+def locked(config: Config) -> Iterator[None]:
+    """Hold the workspace's writer lock for the duration of the block."""
+    config.workspace.mkdir(parents=True, exist_ok=True)
+    lock_path = config.workspace / ".sentirefine.lock"
+    owner_path = config.workspace / ".sentirefine.owner"
+    lock = FileLock(str(lock_path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout as exc:
+        owner = owner_path.read_text().strip() if owner_path.exists() else "unknown"
+        raise WorkspaceBusyError(
+            f"workspace {config.workspace} is in use by another sentirefine process (pid {owner})",
+            hint="wait for it to finish, or stop it; `sentirefine status` is safe to run meanwhile",
+        ) from exc
+    try:
+        owner_path.write_text(str(os.getpid()))
+        yield
+    finally:
+        owner_path.unlink(missing_ok=True)
+        lock.release()
+
+
+def open_store(config: Config, *, create: bool = False) -> Store:
+    return Store(config.db_file, busy_timeout_s=config.store.busy_timeout_s, create=create)
+
+
+def iteration_dir(config: Config, iteration: int) -> Path:
+    """Where the members trained in ``iteration`` live (0 = bootstrap)."""
+    return config.models_dir / f"iter-{iteration:03d}"

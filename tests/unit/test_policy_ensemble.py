@@ -1,0 +1,59 @@
+"""Ensemble maths and the relabelling policy, on arrays (no models needed)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from sentirefine.config import RefineConfig, ThresholdSchedule
+from sentirefine.ensemble import combine, member_weights
+from sentirefine.metrics import classification_metrics, confusion
+from sentirefine.policy import decide
+
+
+def test_weights_follow_margin_over_chance():
+    metrics = {"a": {"accuracy": 0.9, "log_loss": 0.3}, "b": {"accuracy": 0.7, "log_loss": 0.6},
+               "c": {"accuracy": 0.5, "log_loss": 0.8}}
+    w = member_weights(metrics, ["a", "b", "c"], "accuracy")
+    assert w.sum() == pytest.approx(1) and w[0] == pytest.approx(2 * w[1]) and w[2] < 0.03
+    lw = member_weights(metrics, ["a", "b", "c"], "log_loss")
+    assert lw[0] == pytest.approx((math.log(2) - 0.3) / ((math.log(2) - 0.3) + (math.log(2) - 0.6) + 0.01))
+    assert np.allclose(member_weights(metrics, ["a", "b", "c"], "equal"), 1 / 3)
+
+
+def test_combine_soft_vote_and_confidence_rules():
+    member_p = np.array([[0.9, 0.8, 0.2], [0.4, 0.45, 0.1]])
+    w = np.array([0.5, 0.3, 0.2])
+    out = combine(member_p, w)
+    assert out.p_positive == pytest.approx([0.73, 0.355])
+    assert out.predicted.tolist() == [1, 0]
+    assert out.confidence == pytest.approx([0.73, 0.645])
+    assert out.agreement == pytest.approx([2 / 3, 1.0])
+    scaled = combine(member_p, w, rule="agreement", gamma=1.0)
+    assert scaled.confidence == pytest.approx([0.73 * 2 / 3, 0.645])
+
+
+def test_decide_threshold_oscillation_and_queue():
+    refine = RefineConfig(threshold=ThresholdSchedule(start=0.8, step=0.05, max=0.95), llm_queue_below=0.6,
+                          max_flips=1)
+    rows = [
+        (1, 0, 1, 0.90, 0),  # confident disagreement -> corrected
+        (2, 0, 1, 0.79, 0),  # below threshold -> untouched
+        (3, 1, 1, 0.55, 0),  # low confidence -> queued
+        (4, 0, 1, 0.99, 0),  # already flipped once -> oscillation, frozen
+        (5, 0, 1, 0.99, 1),  # frozen rows are never touched
+    ]
+    d = decide(rows, iteration=1, refine=refine, flip_counts={4: 1})
+    assert [(c.sid, c.old_label, c.new_label) for c in d.changes] == [(1, 0, 1)]
+    assert d.freeze == [4]
+    assert sorted((q[0], q[2]) for q in d.queue) == [(3, "low_confidence"), (4, "oscillation")]
+    # In iteration 3 the threshold is 0.9: row 1 still qualifies, at 0.95 (iteration 4) it does not.
+    assert [c.sid for c in decide(rows, iteration=4, refine=refine, flip_counts={4: 1}).changes] == []
+
+
+def test_metrics():
+    m = classification_metrics(np.array([1, 0, 1, 0]), np.array([0.9, 0.2, 0.4, 0.6]))
+    assert m["accuracy"] == 0.5 and m["f1"] == pytest.approx(0.5)
+    assert confusion(np.array([1, 0, 1]), np.array([1, 1, 0])) == [[0, 1], [1, 1]]
