@@ -71,6 +71,15 @@ def config_show() -> None:
     typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
 
 
+@config_app.command("docs")
+@_friendly
+def config_docs() -> None:
+    """Print the configuration reference (every key, default and meaning) as Markdown."""
+    from sentirefine.config import reference_markdown
+
+    typer.echo(reference_markdown())
+
+
 @app.command("import")
 @_friendly
 def import_cmd(

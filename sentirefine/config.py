@@ -167,6 +167,11 @@ class EnsembleConfig(_Section):
     )
     agreement_gamma: float = Field(1.0, ge=0, description="Exponent gamma of the agreement rule.")
     predict_batch_rows: int = Field(512, ge=1, description="Rows per task sent to a Pool worker.")
+    cross_fit: list[Literal["lexicon", "lstm", "bilstm", "bert"]] = Field(
+        default_factory=lambda: ["lexicon"],
+        description="Members whose train-split predictions are out-of-fold (k fits each; keep to cheap ones).",
+    )
+    cross_fit_folds: int = Field(5, ge=2, description="k of the out-of-fold prediction.")
 
 
 class ThresholdSchedule(_Section):
@@ -289,3 +294,23 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def reference_markdown() -> str:
+    """The configuration reference as a Markdown table, generated from the fields themselves."""
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    for key, field, default in _walk(Config, "", Config.model_construct()):
+        shown = "none" if default is None else str(default).replace("|", "/")
+        lines.append(f"| `{key}` | `{shown}` | {field.description or ''} |")
+    return "\n".join(lines)
+
+
+def _walk(model: type[BaseModel], prefix: str, instance: BaseModel) -> list[tuple[str, Any, Any]]:
+    rows = []
+    for name, field in model.model_fields.items():
+        value = getattr(instance, name)
+        if isinstance(value, BaseModel):
+            rows.extend(_walk(type(value), f"{prefix}{name}.", value))
+        else:
+            rows.append((f"{prefix}{name}", field, value.model_dump() if isinstance(value, BaseModel) else value))
+    return rows

@@ -11,8 +11,8 @@ The maths (documented in the README):
 * confidence ``c = max(p, 1 - p)`` (rule ``probability``) or ``c = max(p, 1-p) · a^γ``
   (rule ``agreement``: a confident average of disagreeing members counts for less).
 
-The pool is created once per stage; each worker loads every member once in its initializer
-and answers batches of texts. ``workers=0`` predicts in-process (tests, debugging).
+One pool lives for a whole command; each worker loads an iteration's members on the first
+batch that names them and answers batches of texts. ``workers=0`` predicts in-process.
 """
 
 from __future__ import annotations
@@ -32,12 +32,6 @@ from sentirefine.logs import configure_logging, log_event
 
 log = logging.getLogger(__name__)
 
-_WORKER_MODELS: list[Any] = []
-# An exception raised in a Pool initializer makes the Pool respawn the worker forever; we keep
-# it here instead and re-raise it from the first task, so the parent sees the real error.
-_WORKER_ERROR: list[BaseException] = []
-
-
 def cpu_count() -> int:
     """Cores this process may use (respects CPU affinity / container limits)."""
     try:
@@ -50,48 +44,46 @@ def resolve_workers(setting: int | str) -> int:
     return cpu_count() if setting == "auto" else int(setting)
 
 
-def _init_worker(model_dirs: list[str], threads: int, log_format: str, log_level: str) -> None:
-    """Pool initializer: bound torch threads so workers x threads <= cores, load members once."""
-    import torch
+# Per-process state of a Pool worker: the members it holds, keyed by their directories, so a
+# pool that lives for a whole command loads each iteration's members once per worker.
+_WORKER: dict[str, Any] = {"key": None, "models": []}
 
-    from sentirefine.models import load_model
+
+def _init_worker(threads: int, log_format: str, log_level: str) -> None:
+    """Pool initializer: bound torch threads so that workers x threads <= cores."""
+    import torch
 
     configure_logging(log_format, log_level)
     torch.set_num_threads(threads)
-    try:
-        _WORKER_MODELS[:] = [load_model(Path(d)) for d in model_dirs]
-    except BaseException as exc:
-        _WORKER_ERROR.append(exc)
-        return
-    log_event(log, "pool_worker_ready", pid=os.getpid(), threads=threads, members=len(model_dirs))
 
 
-def _predict_task(texts: list[str]) -> np.ndarray:
-    if _WORKER_ERROR:
-        raise _WORKER_ERROR[0]
-    return np.stack([m.predict_proba(texts)[:, 1] for m in _WORKER_MODELS], axis=1).astype(np.float32)
+def _members(model_dirs: tuple[str, ...]) -> list[Any]:
+    """The members in ``model_dirs``, loaded on first use in this process."""
+    if _WORKER["key"] != model_dirs:
+        from sentirefine.models import load_model
+
+        _WORKER["models"] = []  # free the previous iteration's members first
+        _WORKER["models"] = [load_model(Path(d)) for d in model_dirs]
+        _WORKER["key"] = model_dirs
+        log_event(log, "members_loaded", pid=os.getpid(), members=len(model_dirs))
+    return _WORKER["models"]
 
 
-class EnsemblePredictor:
-    """Owns a ``multiprocessing.Pool`` whose workers hold every member; use as a context manager.
+def _predict_task(task: tuple[tuple[str, ...], list[str]]) -> np.ndarray:
+    model_dirs, texts = task
+    return np.stack([m.predict_proba(texts)[:, 1] for m in _members(model_dirs)], axis=1).astype(np.float32)
 
-    ``pool_factory`` lets a cluster pool with the same ``imap`` API (e.g. Ray's) replace the
-    local one when one machine is not enough.
+
+class EnsemblePool:
+    """A ``multiprocessing.Pool`` for member prediction, alive for a whole command.
+
+    Workers start once (spawn: each imports torch), then load whichever members a task names.
+    ``workers=0`` predicts in the calling process. ``pool_factory`` lets a cluster pool with
+    the same ``imap`` API (e.g. Ray's) replace the local one when one machine is not enough.
     """
 
-    def __init__(
-        self,
-        model_dirs: dict[str, Path],
-        *,
-        workers: int,
-        start_method: str = "spawn",
-        batch_rows: int = 512,
-        log_format: str = "json",
-        log_level: str = "INFO",
-        pool_factory: Any = None,
-    ) -> None:
-        self.names = list(model_dirs)
-        self.model_dirs = [str(model_dirs[n]) for n in self.names]
+    def __init__(self, *, workers: int, start_method: str = "spawn", batch_rows: int = 512,
+                 log_format: str = "json", log_level: str = "INFO", pool_factory: Any = None) -> None:
         self.workers = workers
         self.start_method = start_method
         self.batch_rows = batch_rows
@@ -99,37 +91,31 @@ class EnsemblePredictor:
         self._pool_factory = pool_factory
         self._pool: Any = None
 
-    def __enter__(self) -> EnsemblePredictor:
+    def __enter__(self) -> EnsemblePool:
         threads = max(1, cpu_count() // max(1, self.workers))
-        args = (self.model_dirs, threads, *self._log)
-        if self.workers <= 0:
-            self._load_in_process()
-        elif self._pool_factory is not None:
+        args = (threads, *self._log)
+        if self.workers > 0 and self._pool_factory is not None:
             self._pool = self._pool_factory(self.workers, _init_worker, args)
-        else:
+        elif self.workers > 0:
             ctx = multiprocessing.get_context(self.start_method)
             self._pool = ctx.Pool(self.workers, initializer=_init_worker, initargs=args)
         log_event(log, "ensemble_pool_started", workers=self.workers, threads_per_worker=threads,
-                  start_method=self.start_method, members=self.names)
+                  start_method=self.start_method)
         return self
-
-    def _load_in_process(self) -> None:
-        from sentirefine.models import load_model
-
-        _WORKER_MODELS[:] = [load_model(Path(d)) for d in self.model_dirs]
 
     def __exit__(self, *exc: object) -> None:
         if self._pool is not None:
             self._pool.terminate() if exc[0] else self._pool.close()
             self._pool.join()
             self._pool = None
-        _WORKER_MODELS.clear()
+        _WORKER.update(key=None, models=[])
 
-    def member_probs(self, texts: Sequence[str]) -> np.ndarray:
-        """P(positive) of every member, shape (len(texts), members), order of ``self.names``."""
+    def member_probs(self, model_dirs: Sequence[Path], texts: Sequence[str]) -> np.ndarray:
+        """P(positive) of every member, shape (len(texts), len(model_dirs))."""
+        key = tuple(str(d) for d in model_dirs)
         if not texts:
-            return np.zeros((0, len(self.names)), dtype=np.float32)
-        tasks = [list(texts[i : i + self.batch_rows]) for i in range(0, len(texts), self.batch_rows)]
+            return np.zeros((0, len(key)), dtype=np.float32)
+        tasks = [(key, list(texts[i : i + self.batch_rows])) for i in range(0, len(texts), self.batch_rows)]
         results = map(_predict_task, tasks) if self._pool is None else self._pool.imap(_predict_task, tasks)
         return np.concatenate(list(results), axis=0)
 

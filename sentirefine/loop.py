@@ -27,11 +27,13 @@ from tqdm import tqdm
 
 from sentirefine import policy
 from sentirefine.config import Config, StoreConfig
-from sentirefine.ensemble import combine
+from sentirefine.crossfit import out_of_fold
+from sentirefine.ensemble import EnsemblePool, combine
 from sentirefine.errors import SentirefineError
+from sentirefine.faults import crash_point
 from sentirefine.logs import log_event, stage_log
 from sentirefine.store import Store
-from sentirefine.train import evaluate_members, predictor, train_members
+from sentirefine.train import ensemble_pool, evaluate_members, train_members
 from sentirefine.workspace import iteration_dir
 
 log = logging.getLogger(__name__)
@@ -53,14 +55,17 @@ class RefineResult:
     stop_reason: str = ""
 
 
-def bootstrap(config: Config, store: Store) -> dict[str, Any]:
+def bootstrap(config: Config, store: Store, pool: EnsemblePool | None = None) -> dict[str, Any]:
     """Iteration 0: fit every member from scratch on the current labels and evaluate it."""
     if store.stage_done(0, "evaluate"):
         return store.stage_info(0, "evaluate") or {}
+    if pool is None:
+        with ensemble_pool(config) as own_pool:
+            return bootstrap(config, store, own_pool)
     store.begin_iteration(0, threshold=float("nan"))
     started = time.perf_counter()
     training = train_members(config, store, 0)
-    evaluation = _evaluate_stage(config, store, 0)
+    evaluation = _evaluate_stage(config, store, 0, pool)
     metrics = {
         "iteration": 0,
         "train_rows": store.count("train"),
@@ -76,7 +81,14 @@ def bootstrap(config: Config, store: Store) -> dict[str, Any]:
 def refine(config: Config, store: Store, *, max_iterations: int | None = None) -> RefineResult:
     """Run (or resume) iterations until converged or ``max_iterations`` (absolute) is reached."""
     limit = max_iterations or config.refine.max_iterations
-    bootstrap(config, store)
+    with ensemble_pool(config) as pool:
+        result = _iterate(config, store, limit, pool)
+    log_event(log, "refine_stopped", reason=result.stop_reason, iterations_run=len(result.iterations))
+    return result
+
+
+def _iterate(config: Config, store: Store, limit: int, pool: EnsemblePool) -> RefineResult:
+    bootstrap(config, store, pool)
     result = RefineResult()
     while True:
         done = [it for it in store.iterations() if it["finished_at"] and it["iteration"] > 0]
@@ -87,12 +99,11 @@ def refine(config: Config, store: Store, *, max_iterations: int | None = None) -
         if iteration > limit:
             result.stop_reason = f"max_iterations={limit} reached"
             break
-        result.iterations.append(run_iteration(config, store, iteration))
-    log_event(log, "refine_stopped", reason=result.stop_reason, iterations_run=len(result.iterations))
+        result.iterations.append(run_iteration(config, store, iteration, pool))
     return result
 
 
-def run_iteration(config: Config, store: Store, iteration: int) -> dict[str, Any]:
+def run_iteration(config: Config, store: Store, iteration: int, pool: EnsemblePool) -> dict[str, Any]:
     """All stages of one iteration, skipping those already recorded as finished."""
     threshold = config.refine.threshold.at(iteration)
     store.begin_iteration(iteration, threshold)
@@ -106,14 +117,15 @@ def run_iteration(config: Config, store: Store, iteration: int) -> dict[str, Any
         return out
 
     if not store.stage_done(iteration, "predict"):
-        timed("predict", _predict_stage, config, store, iteration)
+        timed("predict", _predict_stage, config, store, iteration, pool)
     if not store.stage_done(iteration, "correct"):
         timed("correct", _correct_stage, config, store, iteration)
     training = timed("train", train_members, config, store, iteration)
-    evaluation = timed("evaluate", _evaluate_stage, config, store, iteration)
+    evaluation = timed("evaluate", _evaluate_stage, config, store, iteration, pool)
     metrics = _iteration_metrics(config, store, iteration, threshold, training, evaluation)
     metrics["seconds"] = round(time.perf_counter() - started, 1)
     metrics["stage_seconds"] = timings
+    crash_point("before_finish_iteration")
     store.finish_iteration(iteration, metrics)
     log_event(log, "iteration_done", iteration=iteration, threshold=threshold,
               label_change_rate=metrics["label_change_rate"], converged=metrics["converged"],
@@ -121,7 +133,7 @@ def run_iteration(config: Config, store: Store, iteration: int) -> dict[str, Any
     return metrics
 
 
-def _predict_stage(config: Config, store: Store, iteration: int) -> None:
+def _predict_stage(config: Config, store: Store, iteration: int, pool: EnsemblePool) -> None:
     """Predict every train row with the previous iteration's members; resumable per chunk."""
     names = config.models.order
     previous = store.stage_info(iteration - 1, "evaluate")
@@ -134,12 +146,18 @@ def _predict_stage(config: Config, store: Store, iteration: int) -> None:
     resume_after = store.last_predicted_sid(iteration)
     already = store.conn.execute("SELECT count(*) FROM predictions WHERE iteration=?", (iteration,)).fetchone()[0]
     store.start_stage(iteration, "predict")
-    dirs = {n: iteration_dir(config, iteration - 1) / n for n in names}
-    with (stage_log(log, "predict", iteration=iteration, rows=total, chunk_size=chunk) as result,
-          predictor(config, dirs) as ens,
+    oof = {n: out_of_fold(config, store, n, iteration) for n in names if n in config.ensemble.cross_fit}
+    in_sample = [n for n in names if n not in oof]
+    dirs = [iteration_dir(config, iteration - 1) / n for n in in_sample]
+    with (stage_log(log, "predict", iteration=iteration, rows=total, chunk_size=chunk,
+                    cross_fit=list(oof)) as result,
           tqdm(total=total, initial=already, desc=f"iter {iteration} predict", unit="row", disable=None) as bar):
         for rows in store.iter_chunks("train", chunk, after_sid=resume_after):
-            probs = ens.member_probs([r.text for r in rows])
+            pooled = pool.member_probs(dirs, [r.text for r in rows])
+            probs = np.empty((len(rows), len(names)), dtype=np.float64)
+            for j, name in enumerate(names):
+                probs[:, j] = ([oof[name][r.sid] for r in rows] if name in oof
+                               else pooled[:, in_sample.index(name)])
             out = combine(probs, weights, rule=config.ensemble.confidence, gamma=config.ensemble.agreement_gamma)
             store.save_predictions(iteration, [
                 (r.sid, float(out.p_positive[i]), int(out.predicted[i]), float(out.confidence[i]),
@@ -147,6 +165,7 @@ def _predict_stage(config: Config, store: Store, iteration: int) -> None:
                 for i, r in enumerate(rows)
             ])
             bar.update(len(rows))
+            crash_point("predict_chunk")
         result["weights"] = dict(zip(names, weights.round(4).tolist(), strict=True))
     store.finish_stage(iteration, "predict", {"weights": result["weights"], "chunk_size": chunk})
 
@@ -163,17 +182,19 @@ def _correct_stage(config: Config, store: Store, iteration: int) -> None:
             decision = policy.decide(rows, iteration=iteration, refine=config.refine, flip_counts=flips)
             changed += store.apply_decision(decision.changes, decision.freeze, decision.queue,
                                             iteration=iteration, source="ensemble")
+            crash_point("correct_chunk")
         result["changed_this_attempt"] = changed
     store.finish_stage(iteration, "correct", {"changed": store.changes_in_iteration(iteration)})
 
 
-def _evaluate_stage(config: Config, store: Store, iteration: int) -> dict[str, Any]:
+def _evaluate_stage(config: Config, store: Store, iteration: int, pool: EnsemblePool) -> dict[str, Any]:
     if store.stage_done(iteration, "evaluate"):
         return store.stage_info(iteration, "evaluate") or {}
     store.start_stage(iteration, "evaluate")
     with stage_log(log, "evaluate", iteration=iteration) as result:
-        evaluation = evaluate_members(config, store, iteration)
+        evaluation = evaluate_members(config, store, iteration, pool)
         result["ensemble_accuracy"] = evaluation["ensemble"].get("accuracy")
+        crash_point("evaluate_end")
     store.finish_stage(iteration, "evaluate", evaluation)
     return evaluation
 

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from sentirefine.config import Config
-from sentirefine.ensemble import EnsemblePredictor, combine, member_weights, resolve_workers
+from sentirefine.ensemble import EnsemblePool, combine, member_weights, resolve_workers
 from sentirefine.errors import TrainingError
+from sentirefine.faults import crash_point
 from sentirefine.logs import log_event, stage_log
 from sentirefine.metrics import classification_metrics, confusion
 from sentirefine.models import SentimentModel, build_model, load_model
@@ -65,7 +66,9 @@ def train_members(config: Config, store: Store, iteration: int) -> dict[str, dic
         with stage_log(log, stage, iteration=iteration, rows=len(texts)) as result:
             started = time.perf_counter()
             model, change = _train_one(config, name, previous, device, texts, labels)
+            crash_point(f"{stage}_before_save")
             model.save(out_dir / name)
+            crash_point(f"{stage}_after_save")
             result.update(seconds=round(time.perf_counter() - started, 2), change_rate=change,
                           mode="fit" if previous is None else "update")
         info[name] = {**result, "history": model.history_[-5:]}
@@ -86,7 +89,7 @@ def _train_one(config: Config, name: str, previous: Path | None, device: str, te
     return model, (model.change_rate(before) if before is not None else None)
 
 
-def evaluate_members(config: Config, store: Store, iteration: int) -> dict[str, Any]:
+def evaluate_members(config: Config, store: Store, iteration: int, pool: EnsemblePool) -> dict[str, Any]:
     """Gold metrics of each member and of the weighted ensemble; the weights for what follows.
 
     The weights are derived from the same gold metrics they are evaluated with; with four
@@ -104,21 +107,20 @@ def evaluate_members(config: Config, store: Store, iteration: int) -> dict[str, 
         return {"members": {}, "ensemble": {}, "weights": dict.fromkeys(names, 1 / len(names))}
     texts = [g[0] for g in gold]
     labels = np.array([g[1] for g in gold], dtype=np.int64)
-    dirs = {n: iteration_dir(config, iteration) / n for n in config.models.order}
-    with predictor(config, dirs) as ens:
-        probs = ens.member_probs(texts)
-    members = {n: classification_metrics(labels, probs[:, i]) for i, n in enumerate(ens.names)}
-    weights = member_weights(members, ens.names, config.ensemble.weights)
+    names = config.models.order
+    probs = pool.member_probs([iteration_dir(config, iteration) / n for n in names], texts)
+    members = {n: classification_metrics(labels, probs[:, i]) for i, n in enumerate(names)}
+    weights = member_weights(members, names, config.ensemble.weights)
     out = combine(probs, weights, rule=config.ensemble.confidence, gamma=config.ensemble.agreement_gamma)
     ensemble = classification_metrics(labels, out.p_positive)
     ensemble["confusion"] = confusion(labels, out.predicted)
     return {"members": members, "ensemble": ensemble,
-            "weights": {n: float(w) for n, w in zip(ens.names, weights, strict=True)}}
+            "weights": {n: float(w) for n, w in zip(names, weights, strict=True)}}
 
 
-def predictor(config: Config, model_dirs: dict[str, Path]) -> EnsemblePredictor:
-    return EnsemblePredictor(
-        model_dirs,
+def ensemble_pool(config: Config) -> EnsemblePool:
+    """The prediction pool a command uses for all its stages."""
+    return EnsemblePool(
         workers=resolve_workers(config.ensemble.workers),
         start_method=config.ensemble.start_method,
         batch_rows=config.ensemble.predict_batch_rows,

@@ -80,8 +80,12 @@ def run_with_backoff(work: Callable[[int], T], batch_size: int, *, context: str 
             "out of memory at batch size %d, retrying at %d",
             batch_size,
             new_size,
-            extra={"event": "oom_backoff", "context": context, "old_batch_size": batch_size,
-                   "new_batch_size": new_size},
+            extra={
+                "event": "oom_backoff",
+                "context": context,
+                "old_batch_size": batch_size,
+                "new_batch_size": new_size,
+            },
         )
         release_memory()
         batch_size = new_size
@@ -169,8 +173,10 @@ def check_labels(texts: Sequence[str], labels: np.ndarray) -> np.ndarray:
     if not np.isin(labels, (0, 1)).all():
         raise TrainingError("labels must be 0 or 1")
     if len(np.unique(labels)) < 2:
-        raise TrainingError("training data holds a single class; both 0 and 1 are needed",
-                            hint="check the label column of the imported data")
+        raise TrainingError(
+            "training data holds a single class; both 0 and 1 are needed",
+            hint="check the label column of the imported data",
+        )
     return labels
 
 

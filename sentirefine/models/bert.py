@@ -61,16 +61,25 @@ def default_checkpoint() -> Path:
 def load_pretrained(path: Path, device: str) -> tuple[Any, nn.Module]:
     """Tokenizer and 2-class model from a local directory; any failure names the directory."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    # transformers prints a load report (new classifier head) and a progress bar per load;
+    # in a Pool that is noise on every worker. Real problems still raise.
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     if not path.is_dir():
-        raise ModelLoadError(f"BERT checkpoint directory not found: {path}",
-                             hint="set models.bert.checkpoint to an existing Hugging Face model directory")
+        raise ModelLoadError(
+            f"BERT checkpoint directory not found: {path}",
+            hint="set models.bert.checkpoint to an existing Hugging Face model directory",
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2, local_files_only=True)
     except Exception as exc:  # transformers raises OSError, ValueError, safetensors errors, ...
-        raise ModelLoadError(f"BERT checkpoint at {path} could not be loaded: {exc}",
-                             hint="the directory must hold config.json, weights and tokenizer files") from exc
+        raise ModelLoadError(
+            f"BERT checkpoint at {path} could not be loaded: {exc}",
+            hint="the directory must hold config.json, weights and tokenizer files",
+        ) from exc
     return tokenizer, model.to(device)
 
 
@@ -95,8 +104,10 @@ def freeze_lower(model: nn.Module, n_layers: int) -> int:
     (embeddings if isinstance(embeddings, nn.Module) else model.get_input_embeddings()).requires_grad_(False)
     layers = encoder_layers(model)
     if layers is None:
-        logger.warning("encoder layers not found; only the embeddings are frozen",
-                       extra={"event": "freeze_fallback", "model_class": type(model).__name__})
+        logger.warning(
+            "encoder layers not found; only the embeddings are frozen",
+            extra={"event": "freeze_fallback", "model_class": type(model).__name__},
+        )
         return 0
     frozen = min(n_layers, len(layers))
     for layer in layers[:frozen]:
@@ -122,10 +133,10 @@ class BertModel(SentimentModel):
 
     # -- training -------------------------------------------------------------------------
     def fit(self, texts: Sequence[str], labels: np.ndarray) -> Self:
-        """Transfer learning from the pretrained checkpoint, for ``epochs``."""
+        """Transfer learning from the pretrained checkpoint, for ``epochs`` (``history_`` restarts)."""
         labels = check_labels(texts, labels)
         release_memory()
-        self.model_ = None
+        self.model_, self.history_ = None, []
         path = self.params.checkpoint or default_checkpoint()
         with seeded(self.seed, self.device):  # the new classification head is initialised here
             self.tokenizer_, self.model_ = load_pretrained(Path(path), self.device)
@@ -136,7 +147,10 @@ class BertModel(SentimentModel):
     def update(self, texts: Sequence[str], labels: np.ndarray) -> Self:
         """Continue from the fine-tuned weights with ``update_lr`` and the same layers frozen."""
         if self.model_ is None:
-            logger.info("update before fit: fitting from scratch", extra={"event": "update_as_fit", "model": self.name})
+            logger.info(
+                "update before fit: fitting from scratch",
+                extra={"event": "update_as_fit", "model": self.name},
+            )
             return self.fit(texts, labels)
         labels = check_labels(texts, labels)
         release_memory()
@@ -169,14 +183,28 @@ class BertModel(SentimentModel):
                 order = length_bucketed_order(lengths, self._batch_size, rng)
                 loss = self._run_epoch(encoded, y, order, optimizer, schedule, phase)
                 self.history_.append(
-                    {"epoch": epoch, "phase": phase, "loss": loss, "batch_size": self._batch_size,
-                     "seconds": round(time.perf_counter() - start, 3), "rows": len(encoded), "lr": lr,
-                     "frozen_layers": frozen}
+                    {
+                        "epoch": epoch,
+                        "phase": phase,
+                        "loss": loss,
+                        "batch_size": self._batch_size,
+                        "seconds": round(time.perf_counter() - start, 3),
+                        "rows": len(encoded),
+                        "lr": lr,
+                        "frozen_layers": frozen,
+                    }
                 )
         model.eval()
 
-    def _run_epoch(self, encoded: list[list[int]], y: torch.Tensor, order: np.ndarray,
-                   optimizer: torch.optim.Optimizer, schedule: _Schedule, phase: str) -> float:
+    def _run_epoch(
+        self,
+        encoded: list[list[int]],
+        y: torch.Tensor,
+        order: np.ndarray,
+        optimizer: torch.optim.Optimizer,
+        schedule: _Schedule,
+        phase: str,
+    ) -> float:
         """One pass with OOM back-off; returns the row-weighted mean loss."""
         model = self._require_model()
         loss_sum = 0.0
@@ -211,8 +239,12 @@ class BertModel(SentimentModel):
             out[idx] = torch.softmax(logits.float(), dim=1).cpu().numpy()
 
         with torch.inference_mode():
-            run_in_batches(sorted_order(lengths), self._batch_size * _PREDICT_BATCH_FACTOR, predict,
-                           context=f"{self.name} predict")
+            run_in_batches(
+                sorted_order(lengths),
+                self._batch_size * _PREDICT_BATCH_FACTOR,
+                predict,
+                context=f"{self.name} predict",
+            )
         return out
 
     # -- helpers --------------------------------------------------------------------------

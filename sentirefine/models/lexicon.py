@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 _STATE = "lexicon.json"
 _NEWTON_STEPS = 50
-_RIDGE = 1e-4  # keeps (a, b) finite when the training scores separate the classes perfectly
+_RIDGE = 1.0  # a N(0, 1) prior on (a, b): finite when the scores separate the classes, negligible at n >> 1
 
 Counts = dict[str, tuple[float, float]]  # entry -> (negative count, positive count)
 
@@ -86,7 +86,9 @@ def read_seeds(path: Path) -> list[tuple[str, float]]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise ModelLoadError(f"seed lexicon not readable: {path}: {exc}", hint="fix models.lexicon.seed_path") from exc
+        raise ModelLoadError(
+            f"seed lexicon not readable: {path}: {exc}", hint="fix models.lexicon.seed_path"
+        ) from exc
     seeds = []
     for number, line in enumerate(lines, start=1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -121,8 +123,9 @@ class LexiconModel(SentimentModel):
 
     # -- training -------------------------------------------------------------------------
     def fit(self, texts: Sequence[str], labels: np.ndarray) -> Self:
-        """Count entries from scratch (seeds reloaded from ``seed_path``)."""
+        """Count entries from scratch (seeds reloaded from ``seed_path``; ``history_`` restarts)."""
         labels = check_labels(texts, labels)
+        self.history_ = []
         self.seed_counts_ = self._load_seed_counts()
         entry_sets = self._entry_sets(texts)
         self.counts_ = self._prune(count_entries(entry_sets, labels))
@@ -148,8 +151,15 @@ class LexiconModel(SentimentModel):
         proba = self._proba_from_scores(loo)
         loss = float(-np.mean(np.log(np.clip(proba[np.arange(len(labels)), labels], 1e-12, None))))
         self.history_.append(
-            {"epoch": len(self.history_) + 1, "phase": phase, "loss": loss, "batch_size": len(labels),
-             "entries": len(self.dictionary_), "a": self.calibration_[0], "b": self.calibration_[1]}
+            {
+                "epoch": len(self.history_) + 1,
+                "phase": phase,
+                "loss": loss,
+                "batch_size": len(labels),
+                "entries": len(self.dictionary_),
+                "a": self.calibration_[0],
+                "b": self.calibration_[1],
+            }
         )
 
     def _prune(self, counts: Counts) -> Counts:
@@ -243,8 +253,12 @@ class LexiconModel(SentimentModel):
             slot[1 if score > 0 else 0] += self.params.seed_strength * abs(score)
         logger.info(
             "seed lexicon loaded",
-            extra={"event": "seed_lexicon", "path": str(self.params.seed_path), "entries": len(counts),
-                   "skipped": skipped},
+            extra={
+                "event": "seed_lexicon",
+                "path": str(self.params.seed_path),
+                "entries": len(counts),
+                "skipped": skipped,
+            },
         )
         return {e: (c[0], c[1]) for e, c in counts.items()}
 
@@ -268,7 +282,9 @@ class LexiconModel(SentimentModel):
             a, b = state["calibration"]
             self.calibration_ = (float(a), float(b))
         except FileNotFoundError as exc:
-            raise ModelLoadError(f"lexicon state missing: {path}", hint="re-run `sentirefine bootstrap`") from exc
+            raise ModelLoadError(
+                f"lexicon state missing: {path}", hint="re-run `sentirefine bootstrap`"
+            ) from exc
         except (ValueError, KeyError, TypeError) as exc:
             raise ModelLoadError(f"lexicon state corrupt: {path}: {exc!r}") from exc
         self.dictionary_ = self._polarities()

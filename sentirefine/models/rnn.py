@@ -70,7 +70,7 @@ class LSTMClassifier(nn.Module):
             packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
             out, _ = lstm(packed)
             x, _ = pad_packed_sequence(out, batch_first=True, total_length=ids.shape[1])
-        mask = (torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths.to(ids.device)[:, None])
+        mask = torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths.to(ids.device)[:, None]
         mask = mask.unsqueeze(-1)
         mean = (x * mask).sum(1) / lengths.to(x.device, x.dtype)[:, None]
         peak = x.masked_fill(~mask, float("-inf")).amax(1)
@@ -96,28 +96,36 @@ class RNNModel(SentimentModel):
 
     # -- training -------------------------------------------------------------------------
     def fit(self, texts: Sequence[str], labels: np.ndarray) -> Self:
-        """Build the vocabulary and train fresh weights for ``epochs``."""
+        """Build the vocabulary and train fresh weights for ``epochs`` (``history_`` restarts)."""
         labels = check_labels(texts, labels)
         release_memory()
+        self.history_ = []
         tokens = self.tokenizer.tokenize(list(texts))
         self.vocab_ = Vocabulary.build(tokens, max_size=self.params.vocab_size, min_freq=self.params.min_freq)
         with seeded(self.seed, self.device):
             self.net_ = LSTMClassifier(len(self.vocab_), self.params).to(self.device)
         self._batch_size = self.params.batch_size
         self._set_trainable(frozen=[])
-        self._train(self._encode_tokens(tokens), labels, epochs=self.params.epochs, lr=self.params.lr, phase="fit")
+        self._train(
+            self._encode_tokens(tokens), labels, epochs=self.params.epochs, lr=self.params.lr, phase="fit"
+        )
         return self
 
     def update(self, texts: Sequence[str], labels: np.ndarray) -> Self:
         """Continue from the current weights, with the parts in ``freeze_on_update`` frozen."""
         if self.net_ is None:
-            logger.info("update before fit: fitting from scratch", extra={"event": "update_as_fit", "model": self.name})
+            logger.info(
+                "update before fit: fitting from scratch",
+                extra={"event": "update_as_fit", "model": self.name},
+            )
             return self.fit(texts, labels)
         labels = check_labels(texts, labels)
         release_memory()
         self._set_trainable(frozen=list(self.params.freeze_on_update))
         encoded = self._encode(texts)
-        self._train(encoded, labels, epochs=self.params.update_epochs, lr=self.params.update_lr, phase="update")
+        self._train(
+            encoded, labels, epochs=self.params.update_epochs, lr=self.params.update_lr, phase="update"
+        )
         return self
 
     def _set_trainable(self, frozen: list[str]) -> None:
@@ -131,7 +139,9 @@ class RNNModel(SentimentModel):
             for layer in net.layers[:-1]:
                 layer.requires_grad_(False)
 
-    def _train(self, encoded: list[list[int]], labels: np.ndarray, *, epochs: int, lr: float, phase: str) -> None:
+    def _train(
+        self, encoded: list[list[int]], labels: np.ndarray, *, epochs: int, lr: float, phase: str
+    ) -> None:
         """Adam over the trainable parameters; one history record per epoch."""
         net = self._require_net()
         optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=lr)
@@ -146,13 +156,26 @@ class RNNModel(SentimentModel):
                 order = length_bucketed_order(lengths, self._batch_size, rng)
                 loss = self._run_epoch(encoded, torch.as_tensor(labels), order, optimizer, phase)
                 self.history_.append(
-                    {"epoch": epoch, "phase": phase, "loss": loss, "batch_size": self._batch_size,
-                     "seconds": round(time.perf_counter() - start, 3), "rows": len(labels), "lr": lr}
+                    {
+                        "epoch": epoch,
+                        "phase": phase,
+                        "loss": loss,
+                        "batch_size": self._batch_size,
+                        "seconds": round(time.perf_counter() - start, 3),
+                        "rows": len(labels),
+                        "lr": lr,
+                    }
                 )
         net.eval()
 
-    def _run_epoch(self, encoded: list[list[int]], y: torch.Tensor, order: np.ndarray,
-                   optimizer: torch.optim.Optimizer, phase: str) -> float:
+    def _run_epoch(
+        self,
+        encoded: list[list[int]],
+        y: torch.Tensor,
+        order: np.ndarray,
+        optimizer: torch.optim.Optimizer,
+        phase: str,
+    ) -> float:
         """One pass over ``order`` with OOM back-off; returns the row-weighted mean loss."""
         net, loss_fn = self._require_net(), nn.CrossEntropyLoss()
         loss_sum = 0.0
@@ -185,8 +208,12 @@ class RNNModel(SentimentModel):
             out[idx] = torch.softmax(net(ids, lens).float(), dim=1).cpu().numpy()
 
         with torch.inference_mode():
-            run_in_batches(sorted_order(lengths), self._batch_size * _PREDICT_BATCH_FACTOR, predict,
-                           context=f"{self.name} predict")
+            run_in_batches(
+                sorted_order(lengths),
+                self._batch_size * _PREDICT_BATCH_FACTOR,
+                predict,
+                context=f"{self.name} predict",
+            )
         return out
 
     # -- helpers --------------------------------------------------------------------------

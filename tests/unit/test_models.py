@@ -31,14 +31,56 @@ from sentirefine.models.bert import BertModel
 from sentirefine.models.lexicon import LexiconModel
 from sentirefine.models.rnn import LSTMClassifier, RNNModel
 
-POSITIVE = ["good", "great", "excellent", "wonderful", "amazing", "fantastic", "lovely", "brilliant",
-            "enjoyable", "superb", "delightful", "perfect"]
-NEGATIVE = ["bad", "terrible", "awful", "boring", "horrible", "poor", "dull", "disappointing",
-            "weak", "dreadful", "annoying", "mediocre"]
-SUBJECTS = ["the movie", "this film", "the story", "the acting", "the plot", "the music", "the ending",
-            "the cast", "the script", "the director"]
-FILLERS = ["i watched it yesterday", "with my friends", "on a rainy sunday", "at the cinema",
-           "after a long day", "for the second time", "with my family", "late at night"]
+POSITIVE = [
+    "good",
+    "great",
+    "excellent",
+    "wonderful",
+    "amazing",
+    "fantastic",
+    "lovely",
+    "brilliant",
+    "enjoyable",
+    "superb",
+    "delightful",
+    "perfect",
+]
+NEGATIVE = [
+    "bad",
+    "terrible",
+    "awful",
+    "boring",
+    "horrible",
+    "poor",
+    "dull",
+    "disappointing",
+    "weak",
+    "dreadful",
+    "annoying",
+    "mediocre",
+]
+SUBJECTS = [
+    "the movie",
+    "this film",
+    "the story",
+    "the acting",
+    "the plot",
+    "the music",
+    "the ending",
+    "the cast",
+    "the script",
+    "the director",
+]
+FILLERS = [
+    "i watched it yesterday",
+    "with my friends",
+    "on a rainy sunday",
+    "at the cinema",
+    "after a long day",
+    "for the second time",
+    "with my family",
+    "late at night",
+]
 ADVERBS = ["really", "quite", "very", "so", "truly", "rather"]
 
 KO_POSITIVE = ["재밌다", "최고다", "감동적이다", "훌륭하다", "좋았다", "추천한다", "멋지다", "행복했다"]
@@ -58,7 +100,9 @@ def synthetic(n: int, seed: int, *, korean: bool = False) -> tuple[list[str], np
         if korean:
             texts.append(f"{rng.choice(KO_FILLERS)} {rng.choice(KO_SUBJECTS)} 정말 {w1} 그리고 {w2}")
         else:
-            texts.append(f"{rng.choice(SUBJECTS)} was {rng.choice(ADVERBS)} {w1} and {w2}, {rng.choice(FILLERS)}")
+            texts.append(
+                f"{rng.choice(SUBJECTS)} was {rng.choice(ADVERBS)} {w1} and {w2}, {rng.choice(FILLERS)}"
+            )
     return texts, labels.astype(np.int64)
 
 
@@ -92,15 +136,28 @@ def assert_round_trip(model: SentimentModel, directory: Path) -> SentimentModel:
 
 def tiny_rnn(**overrides: object) -> RNNModel:
     settings: dict[str, object] = {
-        "tokenizer": "regex", "vocab_size": 200, "min_freq": 1, "embedding_dim": 32, "hidden_dim": 32,
-        "epochs": 4, "lr": 1e-2, "update_lr": 5e-3, "batch_size": 32, "max_len": 24,
+        "tokenizer": "regex",
+        "vocab_size": 200,
+        "min_freq": 1,
+        "embedding_dim": 32,
+        "hidden_dim": 32,
+        "epochs": 4,
+        "lr": 1e-2,
+        "update_lr": 5e-3,
+        "batch_size": 32,
+        "max_len": 24,
     } | overrides
     return RNNModel("lstm", RNNConfig(**settings), seed=7)
 
 
 def tiny_bert(**overrides: object) -> BertModel:
     settings: dict[str, object] = {
-        "max_len": 20, "epochs": 2, "lr": 4e-4, "update_lr": 2e-4, "batch_size": 32, "freeze_layers": 4,
+        "max_len": 20,
+        "epochs": 2,
+        "lr": 4e-4,
+        "update_lr": 2e-4,
+        "batch_size": 32,
+        "freeze_layers": 4,
     } | overrides
     return BertModel("bert", BertConfig(**settings), seed=7)
 
@@ -158,7 +215,11 @@ def test_backoff_halves_until_the_work_fits(caplog: pytest.LogCaptureFixture) ->
     with caplog.at_level(logging.WARNING, logger="sentirefine.models.batching"):
         result, size = run_with_backoff(oom_above(16), 64, context="test")
     assert result == size == 16
-    steps = [(r.old_batch_size, r.new_batch_size) for r in caplog.records if getattr(r, "event", None) == "oom_backoff"]
+    steps = [
+        (r.old_batch_size, r.new_batch_size)
+        for r in caplog.records
+        if getattr(r, "event", None) == "oom_backoff"
+    ]
     assert steps == [(64, 32), (32, 16)]
 
 
@@ -194,7 +255,9 @@ def test_length_bucketed_order_is_a_permutation() -> None:
     assert sorted(order.tolist()) == list(range(1000))
 
 
-def test_rnn_training_backs_off_on_oom(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_rnn_training_backs_off_on_oom(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     forward = LSTMClassifier.forward
 
     def limited(self: LSTMClassifier, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -220,9 +283,14 @@ def test_lexicon_fits_and_beats_chance(lexicon: LexiconModel) -> None:
     assert "was really" in lexicon.dictionary_ or "was very" in lexicon.dictionary_  # bigrams exist
 
 
-def test_lexicon_probabilities_are_calibrated_not_saturated(lexicon: LexiconModel) -> None:
-    proba = lexicon.predict_proba(HELD_OUT[0])[:, 1]
-    assert 0.0 < proba.min() and proba.max() < 1.0
+def test_lexicon_probabilities_are_calibrated_under_label_noise() -> None:
+    # 20% of the training labels flipped: a calibrated model is ~80% sure, not NB's ~100%.
+    texts, labels = TRAIN
+    noisy = np.where(np.random.default_rng(5).random(len(labels)) < 0.2, 1 - labels, labels)
+    model = LexiconModel("lexicon", LexiconConfig(tokenizer="regex")).fit(texts, noisy)
+    confidence = model.predict_proba(HELD_OUT[0]).max(1)
+    assert 0.65 < confidence.mean() < 0.92
+    assert accuracy(model, HELD_OUT) >= 0.75
 
 
 def test_lexicon_round_trip(lexicon: LexiconModel, tmp_path: Path) -> None:
@@ -246,7 +314,9 @@ def test_lexicon_change_rate_and_update(lexicon: LexiconModel) -> None:
 
 def test_lexicon_min_count_drops_rare_entries() -> None:
     texts = ["good film", "good story", "bad film", "bad story", "zyzzyva good"]
-    model = LexiconModel("lexicon", LexiconConfig(tokenizer="regex", min_count=2)).fit(texts, np.array([1, 1, 0, 0, 1]))
+    model = LexiconModel("lexicon", LexiconConfig(tokenizer="regex", min_count=2)).fit(
+        texts, np.array([1, 1, 0, 0, 1])
+    )
     assert "good" in model.dictionary_
     assert "zyzzyva" not in model.dictionary_
 
@@ -384,11 +454,15 @@ def test_bert_update_keeps_frozen_layers_and_changes_the_top(bert: BertModel) ->
     before = {k: v.clone() for k, v in model.model_.state_dict().items()}
     model.update(*HELD_OUT)
     after = model.model_.state_dict()
-    assert torch.equal(before["bert.embeddings.word_embeddings.weight"], after["bert.embeddings.word_embeddings.weight"])
-    assert torch.equal(before["bert.encoder.layer.0.output.dense.weight"],
-                       after["bert.encoder.layer.0.output.dense.weight"])
-    assert not torch.equal(before["bert.encoder.layer.5.output.dense.weight"],
-                           after["bert.encoder.layer.5.output.dense.weight"])
+    assert torch.equal(
+        before["bert.embeddings.word_embeddings.weight"], after["bert.embeddings.word_embeddings.weight"]
+    )
+    assert torch.equal(
+        before["bert.encoder.layer.0.output.dense.weight"], after["bert.encoder.layer.0.output.dense.weight"]
+    )
+    assert not torch.equal(
+        before["bert.encoder.layer.5.output.dense.weight"], after["bert.encoder.layer.5.output.dense.weight"]
+    )
     assert not torch.equal(before["classifier.weight"], after["classifier.weight"])
     assert model.history_[-1]["phase"] == "update"
     assert_probabilities(model.predict_proba(HELD_OUT[0]), len(HELD_OUT[0]))

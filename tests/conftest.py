@@ -1,0 +1,73 @@
+"""Shared fixtures: tiny real corpora cut from the bundled demo data, and a tiny-model config."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sentirefine import demo
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def _head(source: Path, target: Path, rows: int) -> Path:
+    with gzip.open(source, "rt", encoding="utf-8") as src:
+        lines = [next(src) for _ in range(rows + 1)]
+    target.write_text("".join(lines), encoding="utf-8")
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> tuple[Path, Path]:
+    """600 train + 200 gold real reviews (NSMC, from the bundled demo files)."""
+    root = tmp_path_factory.mktemp("corpus")
+    return _head(demo.TRAIN, root / "train.tsv", 600), _head(demo.GOLD, root / "gold.tsv", 200)
+
+
+TINY_CONFIG = {
+    "store": {"chunk_size": 150},
+    "models": {
+        "lexicon": {"min_count": 1},
+        "lstm": {"embedding_dim": 16, "hidden_dim": 16, "epochs": 2, "max_len": 24, "vocab_size": 3000},
+        "bilstm": {"embedding_dim": 16, "hidden_dim": 16, "epochs": 2, "max_len": 24, "vocab_size": 3000},
+        "bert": {"max_train_rows": 64, "max_len": 16, "freeze_layers": 5, "batch_size": 16},
+    },
+    "ensemble": {"workers": 2, "predict_batch_rows": 128},
+    "refine": {"max_iterations": 2, "threshold": {"start": 0.6, "step": 0.1, "max": 0.9}},
+    "logging": {"format": "json"},
+}
+
+
+@pytest.fixture
+def tiny_config_file(tmp_path) -> Path:
+    cfg = {**TINY_CONFIG, "workspace": str(tmp_path / "ws")}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _run_cli(*args: str, env: dict[str, str] | None = None, check: bool = True,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m sentirefine`` in a fresh process, as a user would."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "sentirefine", *args],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"sentirefine {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """``cli("refine", ...)`` runs the real command line in a subprocess."""
+    return _run_cli
