@@ -161,6 +161,9 @@ class EnsembleConfig(_Section):
     weights: Literal["equal", "accuracy", "log_loss"] = Field(
         "accuracy", description="Per-model weights from gold performance of the predicting models."
     )
+    calibrate: bool = Field(
+        True, description="Temperature-scale each member on the gold split before voting (one scalar each)."
+    )
     confidence: Literal["probability", "agreement"] = Field(
         "probability",
         description="probability: p_ens(pred); agreement: p_ens(pred) * (share of models agreeing)^gamma.",

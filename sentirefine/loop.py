@@ -28,7 +28,7 @@ from tqdm import tqdm
 from sentirefine import policy
 from sentirefine.config import Config, StoreConfig
 from sentirefine.crossfit import out_of_fold
-from sentirefine.ensemble import EnsemblePool, combine
+from sentirefine.ensemble import EnsemblePool, apply_temperature, combine
 from sentirefine.errors import SentirefineError
 from sentirefine.faults import crash_point
 from sentirefine.logs import log_event, stage_log
@@ -141,6 +141,7 @@ def _predict_stage(config: Config, store: Store, iteration: int, pool: EnsembleP
         raise SentirefineError(f"iteration {iteration - 1} has no evaluation to take weights from",
                                hint="run `sentirefine bootstrap` (or `refine`, which bootstraps first)")
     weights = np.array([previous["weights"][n] for n in names])
+    temperatures = [previous.get("temperatures", {}).get(n, 1.0) for n in names]
     chunk = resolve_chunk_size(config.store)
     total = store.count("train")
     resume_after = store.last_predicted_sid(iteration)
@@ -153,18 +154,20 @@ def _predict_stage(config: Config, store: Store, iteration: int, pool: EnsembleP
                     cross_fit=list(oof)) as result,
           tqdm(total=total, initial=already, desc=f"iter {iteration} predict", unit="row", disable=None) as bar):
         for rows in store.iter_chunks("train", chunk, after_sid=resume_after):
-            pooled = pool.member_probs(dirs, [r.text for r in rows])
+            pooled = pool.member_probs(dirs, [r.text for r in rows], progress=bar.update)
+            if not dirs:  # every member cross-fitted: nothing went through the pool
+                bar.update(len(rows))
             probs = np.empty((len(rows), len(names)), dtype=np.float64)
             for j, name in enumerate(names):
                 probs[:, j] = ([oof[name][r.sid] for r in rows] if name in oof
                                else pooled[:, in_sample.index(name)])
+            probs = apply_temperature(probs, temperatures)
             out = combine(probs, weights, rule=config.ensemble.confidence, gamma=config.ensemble.agreement_gamma)
             store.save_predictions(iteration, [
                 (r.sid, float(out.p_positive[i]), int(out.predicted[i]), float(out.confidence[i]),
                  float(out.agreement[i]), json.dumps(dict(zip(names, np.round(probs[i], 4).tolist(), strict=True))))
                 for i, r in enumerate(rows)
             ])
-            bar.update(len(rows))
             crash_point("predict_chunk")
         result["weights"] = dict(zip(names, weights.round(4).tolist(), strict=True))
     store.finish_stage(iteration, "predict", {"weights": result["weights"], "chunk_size": chunk})

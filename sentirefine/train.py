@@ -20,7 +20,14 @@ from typing import Any
 import numpy as np
 
 from sentirefine.config import Config
-from sentirefine.ensemble import EnsemblePool, combine, member_weights, resolve_workers
+from sentirefine.ensemble import (
+    EnsemblePool,
+    apply_temperature,
+    combine,
+    fit_temperature,
+    member_weights,
+    resolve_workers,
+)
 from sentirefine.errors import TrainingError
 from sentirefine.faults import crash_point
 from sentirefine.logs import log_event, stage_log
@@ -108,14 +115,19 @@ def evaluate_members(config: Config, store: Store, iteration: int, pool: Ensembl
     texts = [g[0] for g in gold]
     labels = np.array([g[1] for g in gold], dtype=np.int64)
     names = config.models.order
-    probs = pool.member_probs([iteration_dir(config, iteration) / n for n in names], texts)
-    members = {n: classification_metrics(labels, probs[:, i]) for i, n in enumerate(names)}
-    weights = member_weights(members, names, config.ensemble.weights)
+    raw = pool.member_probs([iteration_dir(config, iteration) / n for n in names], texts)
+    members = {n: classification_metrics(labels, raw[:, i]) for i, n in enumerate(names)}
+    temperatures = [fit_temperature(raw[:, i], labels) if config.ensemble.calibrate else 1.0
+                    for i in range(len(names))]
+    probs = apply_temperature(raw, temperatures)
+    calibrated = {n: classification_metrics(labels, probs[:, i]) for i, n in enumerate(names)}
+    weights = member_weights(calibrated, names, config.ensemble.weights)
     out = combine(probs, weights, rule=config.ensemble.confidence, gamma=config.ensemble.agreement_gamma)
     ensemble = classification_metrics(labels, out.p_positive)
     ensemble["confusion"] = confusion(labels, out.predicted)
     return {"members": members, "ensemble": ensemble,
-            "weights": {n: float(w) for n, w in zip(names, weights, strict=True)}}
+            "weights": {n: float(w) for n, w in zip(names, weights, strict=True)},
+            "temperatures": dict(zip(names, temperatures, strict=True))}
 
 
 def ensemble_pool(config: Config) -> EnsemblePool:

@@ -67,7 +67,7 @@ class SentimentModel(ABC):
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Class probabilities, shape (len(texts), 2), rows summing to 1."""
 
-    def change_rate(self, previous: SentimentModel) -> float | None:  # noqa: ARG002
+    def change_rate(self, previous: SentimentModel) -> float | None:
         """Share of the model's inspectable state that moved since ``previous``; None if n/a."""
         return None
 

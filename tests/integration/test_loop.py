@@ -34,7 +34,8 @@ def test_whole_loop(tiny_corpus, tiny_config_file, cli, tmp_path):
         # each change in history matches a prediction above that iteration's threshold
         bad = store.conn.execute(
             "SELECT count(*) FROM label_history h JOIN predictions p ON p.sid=h.sid AND p.iteration=h.iteration "
-            "JOIN iterations i ON i.iteration=h.iteration WHERE p.confidence < i.threshold OR p.predicted != h.new_label"
+            "JOIN iterations i ON i.iteration=h.iteration "
+            "WHERE p.confidence < i.threshold OR p.predicted != h.new_label"
         ).fetchone()[0]
         assert bad == 0
         metrics = its[-1]["metrics"]

@@ -57,3 +57,13 @@ def test_threshold_schedule_rises_and_caps():
     sched = ThresholdSchedule(start=0.7, step=0.1, max=0.9, per_class={1: 0.05})
     assert [round(sched.at(i), 2) for i in (1, 2, 3, 4)] == [0.7, 0.8, 0.9, 0.9]
     assert sched.at(1, label=1) == pytest.approx(0.75)
+
+
+def test_readme_config_reference_is_current():
+    """The README's table is generated from the config; regenerate it when a field changes."""
+    from pathlib import Path
+
+    from sentirefine.config import reference_markdown
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert reference_markdown() in readme, "README config table is stale: paste `sentirefine config docs` into it"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sentirefine.config import RefineConfig, ThresholdSchedule
-from sentirefine.ensemble import combine, member_weights
+from sentirefine.ensemble import apply_temperature, combine, fit_temperature, member_weights
 from sentirefine.metrics import classification_metrics, confusion
 from sentirefine.policy import decide
 
@@ -57,3 +57,18 @@ def test_metrics():
     m = classification_metrics(np.array([1, 0, 1, 0]), np.array([0.9, 0.2, 0.4, 0.6]))
     assert m["accuracy"] == 0.5 and m["f1"] == pytest.approx(0.5)
     assert confusion(np.array([1, 0, 1]), np.array([1, 1, 0])) == [[0, 1], [1, 1]]
+
+
+def test_temperature_tames_an_overconfident_member():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 4000)
+    # a 75%-accurate member that always claims 99% confidence
+    right = rng.random(4000) < 0.75
+    p = np.where(right == (labels == 1), 0.99, 0.01)
+    t = fit_temperature(p, labels)
+    assert t > 2
+    calibrated = apply_temperature(p[:, None], [t])[:, 0]
+    assert np.abs(np.maximum(calibrated, 1 - calibrated).mean() - 0.75) < 0.03
+    # a calibrated member keeps T near 1
+    q = np.clip(rng.random(4000), 0.01, 0.99)
+    assert 0.8 < fit_temperature(q, (rng.random(4000) < q).astype(int)) < 1.25
