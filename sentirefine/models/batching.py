@@ -92,22 +92,33 @@ def run_with_backoff(work: Callable[[int], T], batch_size: int, *, context: str 
 
 
 def run_in_batches(
-    order: np.ndarray, batch_size: int, fn: Callable[[np.ndarray], None], *, context: str = ""
+    order: np.ndarray,
+    batch_size: int,
+    fn: Callable[[np.ndarray], None],
+    *,
+    context: str = "",
+    progress: bool = False,
 ) -> int:
     """Call ``fn(indices)`` on consecutive slices of ``order``; back off on out-of-memory.
 
     A batch that fails is redone at half the size starting at its first row, so every row is
-    seen exactly once. Returns the batch size in use at the end.
+    seen exactly once. Returns the batch size in use at the end. ``progress`` shows a bar
+    (training epochs; it switches itself off when stderr is not a terminal).
     """
+    from tqdm import tqdm
+
     done = 0
+    with tqdm(total=len(order), desc=context, unit="row", disable=None if progress else True, leave=False) as bar:
 
-    def work(size: int) -> None:
-        nonlocal done
-        while done < len(order):
-            fn(order[done : done + size])
-            done += min(size, len(order) - done)
+        def work(size: int) -> None:
+            nonlocal done
+            while done < len(order):
+                fn(order[done : done + size])
+                step = min(size, len(order) - done)
+                done += step
+                bar.update(step)
 
-    _, final = run_with_backoff(work, batch_size, context=context)
+        _, final = run_with_backoff(work, batch_size, context=context)
     return final
 
 

@@ -220,7 +220,9 @@ class BertModel(SentimentModel):
             schedule.advance(len(idx))
             loss_sum += float(out.loss.detach()) * len(idx)
 
-        self._batch_size = run_in_batches(order, self._batch_size, step, context=f"{self.name} {phase}")
+        self._batch_size = run_in_batches(
+            order, self._batch_size, step, context=f"{self.name} {phase}", progress=True
+        )
         return loss_sum / max(len(order), 1)
 
     # -- prediction -----------------------------------------------------------------------

@@ -190,7 +190,9 @@ class RNNModel(SentimentModel):
             optimizer.step()
             loss_sum += float(loss.detach()) * len(idx)
 
-        self._batch_size = run_in_batches(order, self._batch_size, step, context=f"{self.name} {phase}")
+        self._batch_size = run_in_batches(
+            order, self._batch_size, step, context=f"{self.name} {phase}", progress=True
+        )
         return loss_sum / max(len(order), 1)
 
     # -- prediction -----------------------------------------------------------------------
