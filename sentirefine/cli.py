@@ -185,6 +185,25 @@ def rollback(
     typer.echo(f"rolled back to iteration {to_iteration}: {changed} labels restored")
 
 
+@app.command("mlflow-ui")
+@_friendly
+def mlflow_ui(port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000) -> None:
+    """Start the MLflow UI on 127.0.0.1 for this workspace's tracking store (Ctrl-C stops it)."""
+    import os
+    import shutil
+
+    from sentirefine.tracking import tracking_uri
+
+    cfg = _config()
+    uri = tracking_uri(cfg)
+    if not uri.startswith("sqlite:"):
+        typer.echo(f"tracking goes to {uri}: open that server's UI instead")
+        return
+    exe = shutil.which("mlflow") or "mlflow"
+    typer.echo(f"MLflow UI for {uri} on http://127.0.0.1:{port}")
+    os.execvp(exe, [exe, "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)])
+
+
 @app.command()
 @_friendly
 def demo(

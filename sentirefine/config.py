@@ -222,6 +222,29 @@ class RefineConfig(_Section):
     patience: int = Field(1, ge=1, description="...for this many consecutive iterations.")
 
 
+class TrackingConfig(_Section):
+    """MLflow tracking and model registry."""
+
+    enabled: bool = Field(True, description="Log runs and register models with MLflow.")
+    uri: str | None = Field(
+        None,
+        description="Tracking/registry URI; None = $MLFLOW_TRACKING_URI or sqlite:///<workspace>/mlflow.db "
+        "(artifacts in <workspace>/mlartifacts). An http:// URI points at a separate `mlflow server`.",
+    )
+    experiment: str = Field("sentirefine", description="MLflow experiment name.")
+    model_prefix: str = Field(
+        "sentirefine", description="Registered names: <prefix>-ensemble and <prefix>-<member>."
+    )
+    register_members: bool = Field(
+        True, description="Also register each member whose gold metric passes the gate (small ones are cheap)."
+    )
+    gate_metric: Literal["accuracy", "f1"] = Field("accuracy", description="Gold metric of the promotion gate.")
+    gate_tolerance: float = Field(
+        0.0, ge=0, description="A new version is promoted unless its gate metric is worse than production's by more."
+    )
+    corrected_sample_rows: int = Field(200, ge=0, description="Corrected rows logged as a CSV artifact per iteration.")
+
+
 class LoggingConfig(_Section):
     format: Literal["json", "text"] = Field("json", description="json = one object per line; text = for humans.")
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Lowest level logged.")
@@ -237,6 +260,7 @@ class Config(BaseSettings):
     models: ModelsConfig = Field(default_factory=ModelsConfig, description="The four members.")
     ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig, description="Pool prediction and voting.")
     refine: RefineConfig = Field(default_factory=RefineConfig, description="The self-training loop.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Structured logs.")
 
     @classmethod

@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +35,7 @@ from sentirefine.errors import SentirefineError
 from sentirefine.faults import crash_point
 from sentirefine.logs import log_event, stage_log
 from sentirefine.store import Store
+from sentirefine.tracking import Tracker
 from sentirefine.train import ensemble_pool, evaluate_members, train_members
 from sentirefine.workspace import iteration_dir
 
@@ -55,13 +58,23 @@ class RefineResult:
     stop_reason: str = ""
 
 
-def bootstrap(config: Config, store: Store, pool: EnsemblePool | None = None) -> dict[str, Any]:
+@contextmanager
+def _session(config: Config, store: Store, command: str) -> Iterator[tuple[EnsemblePool, Tracker]]:
+    """What a command holds for all its iterations: the prediction pool and the MLflow run."""
+    tracker = Tracker(config)
+    with ensemble_pool(config) as pool, tracker.command_run(command, store.workspace_id()):
+        yield pool, tracker
+
+
+def bootstrap(config: Config, store: Store, session: tuple[EnsemblePool, Tracker] | None = None) -> dict[str, Any]:
     """Iteration 0: fit every member from scratch on the current labels and evaluate it."""
-    if store.stage_done(0, "evaluate"):
-        return store.stage_info(0, "evaluate") or {}
-    if pool is None:
-        with ensemble_pool(config) as own_pool:
-            return bootstrap(config, store, own_pool)
+    done = [it for it in store.iterations() if it["iteration"] == 0 and it["finished_at"]]
+    if done:
+        return done[0]["metrics"]
+    if session is None:
+        with _session(config, store, "bootstrap") as own:
+            return bootstrap(config, store, own)
+    pool, tracker = session
     store.begin_iteration(0, threshold=float("nan"))
     started = time.perf_counter()
     training = train_members(config, store, 0)
@@ -74,6 +87,7 @@ def bootstrap(config: Config, store: Store, pool: EnsemblePool | None = None) ->
         **evaluation,
         "seconds": round(time.perf_counter() - started, 1),
     }
+    metrics["registry"] = _track_stage(tracker, store, 0, metrics, training)
     store.finish_iteration(0, metrics)
     return metrics
 
@@ -81,14 +95,14 @@ def bootstrap(config: Config, store: Store, pool: EnsemblePool | None = None) ->
 def refine(config: Config, store: Store, *, max_iterations: int | None = None) -> RefineResult:
     """Run (or resume) iterations until converged or ``max_iterations`` (absolute) is reached."""
     limit = max_iterations or config.refine.max_iterations
-    with ensemble_pool(config) as pool:
-        result = _iterate(config, store, limit, pool)
+    with _session(config, store, "refine") as session:
+        result = _iterate(config, store, limit, session)
     log_event(log, "refine_stopped", reason=result.stop_reason, iterations_run=len(result.iterations))
     return result
 
 
-def _iterate(config: Config, store: Store, limit: int, pool: EnsemblePool) -> RefineResult:
-    bootstrap(config, store, pool)
+def _iterate(config: Config, store: Store, limit: int, session: tuple[EnsemblePool, Tracker]) -> RefineResult:
+    bootstrap(config, store, session)
     result = RefineResult()
     while True:
         done = [it for it in store.iterations() if it["finished_at"] and it["iteration"] > 0]
@@ -99,12 +113,26 @@ def _iterate(config: Config, store: Store, limit: int, pool: EnsemblePool) -> Re
         if iteration > limit:
             result.stop_reason = f"max_iterations={limit} reached"
             break
-        result.iterations.append(run_iteration(config, store, iteration, pool))
+        result.iterations.append(run_iteration(config, store, iteration, session))
     return result
 
 
-def run_iteration(config: Config, store: Store, iteration: int, pool: EnsemblePool) -> dict[str, Any]:
+def _track_stage(tracker: Tracker, store: Store, iteration: int, metrics: dict[str, Any],
+                 training: dict[str, Any]) -> dict[str, Any]:
+    """Log the iteration to MLflow and apply the registry gate (once, even across crashes)."""
+    if store.stage_done(iteration, "track"):
+        return store.stage_info(iteration, "track") or {}
+    store.start_stage(iteration, "track")
+    with stage_log(log, "track", iteration=iteration):
+        decisions = tracker.log_iteration(store, iteration, metrics, training)
+    store.finish_stage(iteration, "track", decisions)
+    return decisions
+
+
+def run_iteration(config: Config, store: Store, iteration: int,
+                  session: tuple[EnsemblePool, Tracker]) -> dict[str, Any]:
     """All stages of one iteration, skipping those already recorded as finished."""
+    pool, tracker = session
     threshold = config.refine.threshold.at(iteration)
     store.begin_iteration(iteration, threshold)
     started = time.perf_counter()
@@ -123,8 +151,9 @@ def run_iteration(config: Config, store: Store, iteration: int, pool: EnsemblePo
     training = timed("train", train_members, config, store, iteration)
     evaluation = timed("evaluate", _evaluate_stage, config, store, iteration, pool)
     metrics = _iteration_metrics(config, store, iteration, threshold, training, evaluation)
-    metrics["seconds"] = round(time.perf_counter() - started, 1)
     metrics["stage_seconds"] = timings
+    metrics["registry"] = timed("track", _track_stage, tracker, store, iteration, metrics, training)
+    metrics["seconds"] = round(time.perf_counter() - started, 1)
     crash_point("before_finish_iteration")
     store.finish_iteration(iteration, metrics)
     log_event(log, "iteration_done", iteration=iteration, threshold=threshold,

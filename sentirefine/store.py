@@ -197,6 +197,18 @@ class Store:
         self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         self.conn.execute("INSERT INTO meta VALUES ('created_at', ?)", (utcnow(),))
 
+    def workspace_id(self) -> str:
+        """A stable random id of this store (tags MLflow runs and registry versions)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key='workspace_id'").fetchone()
+        if row:
+            return row[0]
+        import uuid
+
+        value = uuid.uuid4().hex[:12]
+        with self.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('workspace_id', ?)", (value,))
+        return self.conn.execute("SELECT value FROM meta WHERE key='workspace_id'").fetchone()[0]
+
     def close(self) -> None:
         self.conn.close()
 

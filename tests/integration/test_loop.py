@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
+from mlflow_server import MlflowServer
 
 from sentirefine.store import Store
 
@@ -10,10 +15,51 @@ pytestmark = pytest.mark.integration
 
 
 def test_whole_loop(tiny_corpus, tiny_config_file, cli, tmp_path):
+    """Import, bootstrap and two iterations, tracked by a real `mlflow server` process."""
     train, gold = tiny_corpus
     cli("-c", str(tiny_config_file), "import", str(train), "--gold", str(gold),
         "--inject-noise", "0.2", "--noise-seed", "1")
-    out = cli("-c", str(tiny_config_file), "refine")
+    with MlflowServer(tmp_path) as server:
+        out = cli("-c", str(tiny_config_file), "refine", env={"SENTIREFINE_TRACKING__URI": server.uri})
+        _check_loop(out, tmp_path, cli, tiny_config_file)
+        _check_mlflow(server.uri, cli)
+
+
+def _check_mlflow(uri, cli):
+    import mlflow
+
+    client = mlflow.MlflowClient(uri, uri)
+    experiment = client.get_experiment_by_name("sentirefine")
+    runs = client.search_runs([experiment.experiment_id])
+    names = sorted(r.info.run_name for r in runs)
+    assert names == ["iteration-000", "iteration-001", "iteration-002", "refine"]
+    child = next(r for r in runs if r.info.run_name == "iteration-001")
+    assert child.data.tags["mlflow.parentRunId"] == next(r for r in runs if r.info.run_name == "refine").info.run_id
+    for key in ("refine.label_change_rate", "refine.threshold", "gold.ensemble.accuracy", "gold.lstm.accuracy",
+                "weight.lexicon", "refine.lexicon_change_rate"):
+        assert key in child.data.metrics, key
+    artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+    assert {"confusion_ensemble.png", "corrected_sample.csv", "metrics.json"} <= artifacts
+    versions = client.search_model_versions("name='sentirefine-ensemble'")
+    assert len(versions) == 3  # one per iteration, bootstrap included
+    production = client.get_model_version_by_alias("sentirefine-ensemble", "production")
+    assert production.tags["promotion"] == "promoted"
+    # A fresh Python process — the downstream service — loads production by name and predicts.
+    code = (
+        "import mlflow, pandas as pd; "
+        f"mlflow.set_tracking_uri({uri!r}); "
+        "m = mlflow.pyfunc.load_model('models:/sentirefine-ensemble@production'); "
+        "out = m.predict(pd.DataFrame({'text': ['정말 재밌어요 최고', '최악 지루하다 돈 아깝다']})); "
+        "print(out.to_json(orient='records'))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(rows) == 2 and all(set(r) == {"label", "probability", "confidence"} for r in rows)
+    assert all(r["label"] in (0, 1) and 0.5 <= r["confidence"] <= 1 for r in rows)
+
+
+def _check_loop(out, tmp_path, cli, tiny_config_file):
     assert "stopped: max_iterations=2 reached" in out.stdout
     with Store(tmp_path / "ws" / "sentences.db") as store:
         assert store.history_is_consistent()

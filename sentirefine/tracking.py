@@ -1,0 +1,320 @@
+"""MLflow: a run per command, a nested run per iteration, a registry with a promotion gate.
+
+* Embedded default: ``sqlite:///<workspace>/mlflow.db`` with artifacts in
+  ``<workspace>/mlartifacts`` — no server. ``tracking.uri`` (or ``$MLFLOW_TRACKING_URI``)
+  points at a separate ``mlflow server`` instead.
+* Each iteration (bootstrap = 0) is a nested run holding its refinement statistics,
+  convergence metrics, gold metrics per member and ensemble, weights, temperatures, training
+  curves, a confusion-matrix PNG and a CSV sample of the corrections.
+* Registry: ``<prefix>-ensemble`` gets a version every iteration (alias ``staging``); it
+  becomes ``production`` only if its gold metric is not worse than the current production
+  version's by more than ``gate_tolerance`` (the regression test the spec asks for). Members
+  are registered as ``<prefix>-<name>`` when they pass the same gate. MLflow 3 deprecates
+  stages; the legacy stage is set too where the installed MLflow still accepts it.
+
+The tracking stage of an iteration is recorded in the store like any other stage; if a crash
+interrupts it, the half-logged run and any unpromoted versions it created are deleted and the
+stage is redone, so the registry never holds two versions for one iteration.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sentirefine.config import Config
+from sentirefine.faults import crash_point
+from sentirefine.logs import log_event
+from sentirefine.store import Store
+from sentirefine.workspace import iteration_dir
+
+log = logging.getLogger(__name__)
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def tracking_uri(config: Config) -> str:
+    if config.tracking.uri:
+        return config.tracking.uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{(config.workspace / 'mlflow.db').resolve()}"
+
+
+def passes_gate(new: float, production: float | None, tolerance: float) -> tuple[bool, str]:
+    """Whether a candidate with gold metric ``new`` may replace production, and why."""
+    if production is None:
+        return True, "no production version yet"
+    if new >= production - tolerance:
+        return True, f"{new:.4f} >= production {production:.4f} - tolerance {tolerance}"
+    return False, f"{new:.4f} < production {production:.4f} - tolerance {tolerance}"
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), sub, out)
+    else:
+        out[prefix] = value
+    return out
+
+
+class Tracker:
+    """MLflow logging for one command; every method is a no-op when tracking is disabled."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.enabled = config.tracking.enabled
+        self._parent: str | None = None
+        if not self.enabled:
+            return
+        import mlflow
+
+        self.mlflow = mlflow
+        self.uri = tracking_uri(config)
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
+        self.client = mlflow.MlflowClient(self.uri, self.uri)
+        self.experiment_id = self._experiment()
+
+    def _experiment(self) -> str:
+        name = self.config.tracking.experiment
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = None
+        if self.uri.startswith("sqlite:"):
+            location = (self.config.workspace / "mlartifacts").resolve().as_uri()
+        return self.client.create_experiment(name, artifact_location=location)
+
+    @contextmanager
+    def command_run(self, command: str, workspace_id: str) -> Iterator[None]:
+        """The parent run of one command, holding the effective config as parameters."""
+        if not self.enabled:
+            yield
+            return
+        run = self.client.create_run(self.experiment_id, run_name=command,
+                                     tags={"sentirefine.command": command, "sentirefine.workspace": workspace_id})
+        self._parent = run.info.run_id
+        params = _flatten("", self.config.model_dump(mode="json"), {})
+        self._log_batch(self._parent, params=params)
+        status = "FAILED"
+        try:
+            yield
+            status = "FINISHED"
+        finally:
+            self.client.set_terminated(self._parent, status=status)
+            self._parent = None
+
+    def _log_batch(self, run_id: str, *, params: dict[str, Any] | None = None,
+                   metrics: dict[str, float] | None = None, step: int = 0) -> None:
+        from mlflow.entities import Metric, Param
+
+        param_list = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
+        now = int(1000 * __import__("time").time())
+        metric_list = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items()
+                       if isinstance(v, int | float) and v == v]
+        for i in range(0, max(len(param_list), len(metric_list)), 100):
+            self.client.log_batch(run_id, metrics=metric_list[i : i + 100], params=param_list[i : i + 100])
+
+    # -- one iteration --------------------------------------------------------------------------
+    def log_iteration(self, store: Store, iteration: int, metrics: dict[str, Any],
+                      training: dict[str, Any]) -> dict[str, Any]:
+        """Log an iteration's run, register its models and apply the gate; returns decisions."""
+        if not self.enabled:
+            return {}
+        workspace_id = store.workspace_id()
+        self._discard_partial(workspace_id, iteration)
+        tags = {"sentirefine.workspace": workspace_id, "sentirefine.iteration": str(iteration)}
+        if self._parent:
+            tags["mlflow.parentRunId"] = self._parent
+        run = self.client.create_run(self.experiment_id, run_name=f"iteration-{iteration:03d}", tags=tags)
+        run_id = run.info.run_id
+        flat = self._iteration_metrics(metrics)
+        self._log_batch(run_id, metrics=flat, step=iteration)
+        if self._parent:
+            self._log_batch(self._parent, metrics=flat, step=iteration)
+        self._log_curves(run_id, training)
+        self._log_artifacts(run_id, store, iteration, metrics)
+        crash_point("track_before_register")
+        decisions = self._register(run_id, iteration, metrics, workspace_id)
+        self.client.set_tag(run_id, "sentirefine.complete", "true")
+        self.client.set_terminated(run_id)
+        log_event(log, "iteration_tracked", iteration=iteration, run_id=run_id, decisions=decisions)
+        return decisions
+
+    def _iteration_metrics(self, metrics: dict[str, Any]) -> dict[str, float]:
+        keys = ("threshold", "label_change_rate", "lexicon_change_rate", "corrected_to_0", "corrected_to_1",
+                "queued_low_confidence", "frozen", "label_accuracy", "seconds", "train_rows")
+        flat: dict[str, float] = {f"refine.{k}": metrics[k] for k in keys if metrics.get(k) is not None}
+        for name, m in metrics.get("members", {}).items():
+            flat.update({f"gold.{name}.{k}": v for k, v in m.items() if k in ("accuracy", "f1", "log_loss")})
+        flat.update({f"gold.ensemble.{k}": v for k, v in metrics.get("ensemble", {}).items()
+                     if k in ("accuracy", "f1", "log_loss")})
+        flat.update({f"weight.{n}": w for n, w in metrics.get("weights", {}).items()})
+        flat.update({f"temperature.{n}": t for n, t in metrics.get("temperatures", {}).items()})
+        flat.update({f"change_rate.{n}": r for n, r in metrics.get("model_change_rates", {}).items()})
+        flat.update({f"stage_seconds.{s}": t for s, t in (metrics.get("stage_seconds") or {}).items()})
+        return flat
+
+    def _log_curves(self, run_id: str, training: dict[str, Any]) -> None:
+        from mlflow.entities import Metric
+
+        for name, info in training.items():
+            points = [Metric(f"train_loss.{name}", float(h["loss"]), 0, i)
+                      for i, h in enumerate(info.get("history", [])) if h.get("loss") is not None]
+            if points:
+                self.client.log_batch(run_id, metrics=points)
+
+    def _log_artifacts(self, run_id: str, store: Store, iteration: int, metrics: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp)
+            (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str), encoding="utf-8")
+            matrix = metrics.get("ensemble", {}).get("confusion")
+            if matrix:
+                _confusion_png(matrix, out / "confusion_ensemble.png", f"ensemble, iteration {iteration} (gold)")
+            if iteration > 0 and self.config.tracking.corrected_sample_rows:
+                _corrected_sample(store, iteration, self.config.tracking.corrected_sample_rows,
+                                  out / "corrected_sample.csv")
+            self.client.log_artifacts(run_id, str(out))
+
+    # -- registry -------------------------------------------------------------------------------
+    def _register(self, run_id: str, iteration: int, metrics: dict[str, Any], workspace_id: str) -> dict[str, Any]:
+        from mlflow.models.signature import ModelSignature
+        from mlflow.types.schema import ColSpec, Schema
+
+        from sentirefine.serving import SPEC_ARTIFACT, EnsemblePyfunc, MemberPyfunc
+
+        cfg = self.config
+        names = cfg.models.order
+        model_dir = iteration_dir(cfg, iteration)
+        metric = cfg.tracking.gate_metric
+        signature = ModelSignature(
+            inputs=Schema([ColSpec("string", "text")]),
+            outputs=Schema([ColSpec("long", "label"), ColSpec("double", "probability"),
+                            ColSpec("double", "confidence")]),
+        )
+        decisions: dict[str, Any] = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            spec_path = Path(tmp) / "ensemble.json"
+            spec_path.write_text(json.dumps({
+                "members": names, "weights": metrics["weights"], "temperatures": metrics.get("temperatures") or
+                dict.fromkeys(names, 1.0), "confidence_rule": cfg.ensemble.confidence,
+                "agreement_gamma": cfg.ensemble.agreement_gamma, "iteration": iteration,
+            }), encoding="utf-8")
+            artifacts = {n: str(model_dir / n) for n in names} | {SPEC_ARTIFACT: str(spec_path)}
+            decisions["ensemble"] = self.register_version(
+                run_id, "ensemble", EnsemblePyfunc(), artifacts, signature,
+                metrics.get("ensemble", {}).get(metric), iteration, workspace_id, always=True)
+            if cfg.tracking.register_members:
+                for name in names:
+                    decisions[name] = self.register_version(
+                        run_id, name, MemberPyfunc(), {"member": str(model_dir / name)}, None,
+                        metrics.get("members", {}).get(name, {}).get(metric), iteration, workspace_id, always=False)
+        return decisions
+
+    def register_version(self, run_id: str, label: str, python_model: Any, artifacts: dict[str, str],
+                      signature: Any, value: float | None, iteration: int, workspace_id: str,
+                      *, always: bool) -> dict[str, Any]:
+        """Register one model version (staging), then promote it to production if it passes."""
+        cfg = self.config.tracking
+        registered = f"{cfg.model_prefix}-{label}"
+        production, production_version = self._production(registered)
+        ok, reason = passes_gate(value, production, cfg.gate_tolerance) if value is not None else (False, "no metric")
+        if not always and not ok:
+            return {"registered": False, "reason": reason}
+        with self.mlflow.start_run(run_id=run_id, nested=True):
+            info = self.mlflow.pyfunc.log_model(
+                name=label, python_model=python_model, artifacts=artifacts, signature=signature,
+                registered_model_name=registered, pip_requirements=["sentirefine"], await_registration_for=60,
+            )
+        version = str(info.registered_model_version)
+        version_tags = {"iteration": str(iteration), "workspace": workspace_id, "run_id": run_id,
+                        f"gold_{cfg.gate_metric}": "" if value is None else f"{value:.6f}",
+                        "promotion": "promoted" if ok else "rejected", "promotion_reason": reason,
+                        "previous_production": production_version or ""}
+        for key, tag_value in version_tags.items():
+            self.client.set_model_version_tag(registered, version, key, tag_value)
+        self.client.set_registered_model_alias(registered, "staging", version)
+        self._legacy_stage(registered, version, "Staging")
+        if ok:
+            self.client.set_registered_model_alias(registered, "production", version)
+            self._legacy_stage(registered, version, "Production")
+        log_event(log, "model_registered", model=registered, version=version, promoted=ok, reason=reason)
+        return {"registered": True, "version": version, "promoted": ok, "reason": reason}
+
+    def _production(self, registered: str) -> tuple[float | None, str | None]:
+        """Gate metric and version number of the current production version (None, None if none)."""
+        try:
+            current = self.client.get_model_version_by_alias(registered, "production")
+        except Exception:  # no such model or alias yet
+            return None, None
+        raw = current.tags.get(f"gold_{self.config.tracking.gate_metric}")
+        return (float(raw) if raw else None), str(current.version)
+
+    def _legacy_stage(self, registered: str, version: str, stage: str) -> None:
+        """Stages are deprecated in MLflow 3; set them where still accepted, never fail on them."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.client.transition_model_version_stage(registered, version, stage,
+                                                           archive_existing_versions=stage == "Production")
+        except Exception as exc:
+            log_event(log, "legacy_stage_skipped", level=logging.DEBUG, model=registered, error=str(exc))
+
+    def _discard_partial(self, workspace_id: str, iteration: int) -> None:
+        """Delete what an interrupted earlier attempt at this iteration logged or registered."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`sentirefine.workspace` = '{workspace_id}' and "
+                          f"tags.`sentirefine.iteration` = '{iteration}'",
+        )
+        for run in runs:
+            for version in self.client.search_model_versions(f"run_id = '{run.info.run_id}'"):
+                previous = version.tags.get("previous_production")
+                is_production = "production" in (version.aliases or [])
+                self.client.delete_model_version(version.name, version.version)
+                if is_production and previous:  # hand production back to the version it replaced
+                    self.client.set_registered_model_alias(version.name, "production", previous)
+            log_event(log, "partial_run_discarded", iteration=iteration, run_id=run.info.run_id)
+            self.client.delete_run(run.info.run_id)
+
+
+def _confusion_png(matrix: list[list[int]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(3.2, 3))
+    ax.imshow(matrix, cmap="Blues")
+    for i in range(2):
+        for j in range(2):
+            ax.text(j, i, str(matrix[i][j]), ha="center", va="center")
+    ax.set_xticks([0, 1], ["pred 0", "pred 1"])
+    ax.set_yticks([0, 1], ["true 0", "true 1"])
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _corrected_sample(store: Store, iteration: int, limit: int, path: Path) -> None:
+    rows = store.conn.execute(
+        "SELECT s.id, s.text, h.old_label, h.new_label, h.confidence, h.source FROM label_history h "
+        "JOIN sentences s ON s.sid = h.sid WHERE h.iteration = ? AND h.source != 'rollback' "
+        "ORDER BY h.confidence DESC LIMIT ?",
+        (iteration, limit),
+    ).fetchall()
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "text", "old_label", "new_label", "confidence", "source"])
+        writer.writerows(rows)

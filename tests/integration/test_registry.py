@@ -1,0 +1,46 @@
+"""The promotion gate through a real MLflow registry (SQLite store): worse stays staging."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sentirefine.config import LexiconConfig, load_config
+from sentirefine.models.lexicon import LexiconModel
+from sentirefine.serving import MemberPyfunc
+from sentirefine.tracking import Tracker, passes_gate
+
+pytestmark = pytest.mark.integration
+
+
+def test_gate_rule():
+    assert passes_gate(0.80, None, 0.0) == (True, "no production version yet")
+    assert passes_gate(0.80, 0.80, 0.0)[0]
+    assert not passes_gate(0.79, 0.80, 0.0)[0]
+    assert passes_gate(0.79, 0.80, 0.02)[0]
+
+
+def test_worse_version_is_not_promoted_better_one_is(tmp_path):
+    config = load_config(overrides={"workspace": str(tmp_path / "ws")})
+    model = LexiconModel("lexicon", LexiconConfig(tokenizer="regex", min_count=1))
+    model.fit(["good fun", "great film", "bad boring", "awful plot"] * 5, np.array([1, 1, 0, 0] * 5))
+    model.save(tmp_path / "lexicon")
+    tracker = Tracker(config)
+    run = tracker.client.create_run(tracker.experiment_id, run_name="gate-test")
+    decisions = [
+        tracker.register_version(run.info.run_id, "lexicon", MemberPyfunc(), {"member": str(tmp_path / "lexicon")},
+                                 None, value, iteration, "ws-test", always=True)
+        for iteration, value in enumerate([0.80, 0.70, 0.85])
+    ]
+    assert [d["promoted"] for d in decisions] == [True, False, True]
+    assert "0.7000 < production 0.8000" in decisions[1]["reason"]
+    client = tracker.client
+    production = client.get_model_version_by_alias("sentirefine-lexicon", "production")
+    assert str(production.version) == decisions[2]["version"]
+    assert str(client.get_model_version_by_alias("sentirefine-lexicon", "staging").version) == decisions[2]["version"]
+    rejected = client.get_model_version("sentirefine-lexicon", decisions[1]["version"])
+    assert rejected.tags["promotion"] == "rejected" and rejected.tags["previous_production"] == "1"
+    # members that fail the gate are not registered at all (always=False)
+    skipped = tracker.register_version(run.info.run_id, "lexicon", MemberPyfunc(),
+                                       {"member": str(tmp_path / "lexicon")}, None, 0.5, 3, "ws-test", always=False)
+    assert skipped == {"registered": False, "reason": "0.5000 < production 0.8500 - tolerance 0.0"}
