@@ -19,6 +19,8 @@ app = typer.Typer(help="Clean the labels of a sentiment corpus and retrain its m
                   no_args_is_help=True, add_completion=False)
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+dataset_app = typer.Typer(help="Read and restore the DVC-versioned label snapshots.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
 
 _state: dict[str, Any] = {}
 
@@ -183,6 +185,50 @@ def rollback(
     with locked(cfg), open_store(cfg) as store:
         changed = store.rollback(to_iteration)
     typer.echo(f"rolled back to iteration {to_iteration}: {changed} labels restored")
+
+
+@dataset_app.command("show")
+@_friendly
+def dataset_show(
+    rev: Annotated[str, typer.Option(help="Tag or commit, e.g. data-iter-002.")],
+    diff: Annotated[str | None, typer.Option(help="Another rev to compare labels with.")] = None,
+) -> None:
+    """Counts and label distribution of a snapshot (and its label diff against another rev)."""
+    from sentirefine.versioning import read_snapshot
+
+    cfg = _config()
+    frame = read_snapshot(cfg, rev)
+    typer.echo(f"{rev}: {len(frame)} rows")
+    for split, part in frame.groupby("split"):
+        counts = part["current_label"].value_counts().sort_index().to_dict()
+        changed = int((part["current_label"] != part["original_label"]).sum())
+        typer.echo(f"  {split}: {len(part)} rows, labels {counts}, differing from original {changed}")
+    if diff:
+        other = read_snapshot(cfg, diff).set_index("id")["current_label"]
+        joined = frame.set_index("id")["current_label"].to_frame("a").join(other.rename("b"), how="inner")
+        moved = joined[joined["a"] != joined["b"]]
+        typer.echo(f"  vs {diff}: {len(moved)} labels differ "
+                   f"({int((moved['b'] == 1).sum())} now 1 there, {int((moved['b'] == 0).sum())} now 0 there)")
+
+
+@dataset_app.command("restore")
+@_friendly
+def dataset_restore(rev: Annotated[str, typer.Option(help="Tag or commit to restore labels from.")]) -> None:
+    """Load a snapshot's labels back into the store (recorded in history, source 'restore')."""
+    from sentirefine.store import LabelChange
+    from sentirefine.versioning import read_snapshot
+    from sentirefine.workspace import locked, open_store
+
+    cfg = _config()
+    frame = read_snapshot(cfg, rev)
+    wanted = dict(zip(frame["id"], frame["current_label"].astype(int), strict=True))
+    with locked(cfg), open_store(cfg) as store:
+        iteration = max([it["iteration"] for it in store.iterations()] or [0])
+        changes = [LabelChange(r.sid, r.current_label, wanted[r.id], None)
+                   for chunk in store.iter_chunks("train", 50_000) for r in chunk
+                   if r.id in wanted and wanted[r.id] != r.current_label]
+        changed = store.apply_labels(changes, iteration=iteration, source="restore")
+    typer.echo(f"restored labels of {rev}: {changed} rows changed")
 
 
 @app.command("mlflow-ui")

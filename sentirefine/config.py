@@ -245,6 +245,17 @@ class TrackingConfig(_Section):
     corrected_sample_rows: int = Field(200, ge=0, description="Corrected rows logged as a CSV artifact per iteration.")
 
 
+class VersioningConfig(_Section):
+    """DVC snapshots of the labels, one tagged version per iteration."""
+
+    enabled: bool = Field(True, description="Snapshot, commit and tag the labels after every iteration.")
+    remote: Path | None = Field(
+        None, description="DVC remote (a directory or URL); None = <workspace>/dvc-remote (git-ignored)."
+    )
+    push: bool = Field(True, description="Push each snapshot to the remote.")
+    tag_prefix: str = Field("data-iter-", description="Git tag of iteration N: <prefix>NNN.")
+
+
 class LoggingConfig(_Section):
     format: Literal["json", "text"] = Field("json", description="json = one object per line; text = for humans.")
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Lowest level logged.")
@@ -261,6 +272,7 @@ class Config(BaseSettings):
     ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig, description="Pool prediction and voting.")
     refine: RefineConfig = Field(default_factory=RefineConfig, description="The self-training loop.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow.")
+    versioning: VersioningConfig = Field(default_factory=VersioningConfig, description="DVC.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Structured logs.")
 
     @classmethod

@@ -37,6 +37,7 @@ from sentirefine.logs import log_event, stage_log
 from sentirefine.store import Store
 from sentirefine.tracking import Tracker
 from sentirefine.train import ensemble_pool, evaluate_members, train_members
+from sentirefine.versioning import snapshot
 from sentirefine.workspace import iteration_dir
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ def bootstrap(config: Config, store: Store, session: tuple[EnsemblePool, Tracker
         **evaluation,
         "seconds": round(time.perf_counter() - started, 1),
     }
+    metrics["dataset_tag"] = _snapshot_stage(config, store, 0).get("tag")
     metrics["registry"] = _track_stage(tracker, store, 0, metrics, training)
     store.finish_iteration(0, metrics)
     return metrics
@@ -114,6 +116,19 @@ def _iterate(config: Config, store: Store, limit: int, session: tuple[EnsemblePo
             result.stop_reason = f"max_iterations={limit} reached"
             break
         result.iterations.append(run_iteration(config, store, iteration, session))
+    return result
+
+
+def _snapshot_stage(config: Config, store: Store, iteration: int) -> dict[str, Any]:
+    """DVC snapshot + git tag of the labels after this iteration (once, even across crashes)."""
+    if not config.versioning.enabled:
+        return {}
+    if store.stage_done(iteration, "snapshot"):
+        return store.stage_info(iteration, "snapshot") or {}
+    store.start_stage(iteration, "snapshot")
+    with stage_log(log, "snapshot", iteration=iteration) as result:
+        result.update(snapshot(config, store, iteration, resolve_chunk_size(config.store)))
+    store.finish_stage(iteration, "snapshot", result)
     return result
 
 
@@ -152,6 +167,7 @@ def run_iteration(config: Config, store: Store, iteration: int,
     evaluation = timed("evaluate", _evaluate_stage, config, store, iteration, pool)
     metrics = _iteration_metrics(config, store, iteration, threshold, training, evaluation)
     metrics["stage_seconds"] = timings
+    metrics["dataset_tag"] = timed("snapshot", _snapshot_stage, config, store, iteration).get("tag")
     metrics["registry"] = timed("track", _track_stage, tracker, store, iteration, metrics, training)
     metrics["seconds"] = round(time.perf_counter() - started, 1)
     crash_point("before_finish_iteration")

@@ -133,7 +133,8 @@ class Tracker:
             return {}
         workspace_id = store.workspace_id()
         self._discard_partial(workspace_id, iteration)
-        tags = {"sentirefine.workspace": workspace_id, "sentirefine.iteration": str(iteration)}
+        tags = {"sentirefine.workspace": workspace_id, "sentirefine.iteration": str(iteration),
+                "sentirefine.dataset_rev": metrics.get("dataset_tag") or ""}
         if self._parent:
             tags["mlflow.parentRunId"] = self._parent
         run = self.client.create_run(self.experiment_id, run_name=f"iteration-{iteration:03d}", tags=tags)
@@ -145,7 +146,7 @@ class Tracker:
         self._log_curves(run_id, training)
         self._log_artifacts(run_id, store, iteration, metrics)
         crash_point("track_before_register")
-        decisions = self._register(run_id, iteration, metrics, workspace_id)
+        decisions = self._register(run_id, iteration, metrics, workspace_id, metrics.get("dataset_tag") or "")
         self.client.set_tag(run_id, "sentirefine.complete", "true")
         self.client.set_terminated(run_id)
         log_event(log, "iteration_tracked", iteration=iteration, run_id=run_id, decisions=decisions)
@@ -187,7 +188,8 @@ class Tracker:
             self.client.log_artifacts(run_id, str(out))
 
     # -- registry -------------------------------------------------------------------------------
-    def _register(self, run_id: str, iteration: int, metrics: dict[str, Any], workspace_id: str) -> dict[str, Any]:
+    def _register(self, run_id: str, iteration: int, metrics: dict[str, Any], workspace_id: str,
+                  dataset_rev: str) -> dict[str, Any]:
         from mlflow.models.signature import ModelSignature
         from mlflow.types.schema import ColSpec, Schema
 
@@ -213,17 +215,19 @@ class Tracker:
             artifacts = {n: str(model_dir / n) for n in names} | {SPEC_ARTIFACT: str(spec_path)}
             decisions["ensemble"] = self.register_version(
                 run_id, "ensemble", EnsemblePyfunc(), artifacts, signature,
-                metrics.get("ensemble", {}).get(metric), iteration, workspace_id, always=True)
+                metrics.get("ensemble", {}).get(metric), iteration, workspace_id, always=True,
+                dataset_rev=dataset_rev)
             if cfg.tracking.register_members:
                 for name in names:
                     decisions[name] = self.register_version(
                         run_id, name, MemberPyfunc(), {"member": str(model_dir / name)}, None,
-                        metrics.get("members", {}).get(name, {}).get(metric), iteration, workspace_id, always=False)
+                        metrics.get("members", {}).get(name, {}).get(metric), iteration, workspace_id, always=False,
+                        dataset_rev=dataset_rev)
         return decisions
 
     def register_version(self, run_id: str, label: str, python_model: Any, artifacts: dict[str, str],
                       signature: Any, value: float | None, iteration: int, workspace_id: str,
-                      *, always: bool) -> dict[str, Any]:
+                      *, always: bool, dataset_rev: str = "") -> dict[str, Any]:
         """Register one model version (staging), then promote it to production if it passes."""
         cfg = self.config.tracking
         registered = f"{cfg.model_prefix}-{label}"
@@ -240,7 +244,7 @@ class Tracker:
         version_tags = {"iteration": str(iteration), "workspace": workspace_id, "run_id": run_id,
                         f"gold_{cfg.gate_metric}": "" if value is None else f"{value:.6f}",
                         "promotion": "promoted" if ok else "rejected", "promotion_reason": reason,
-                        "previous_production": production_version or ""}
+                        "previous_production": production_version or "", "dataset_rev": dataset_rev}
         for key, tag_value in version_tags.items():
             self.client.set_model_version_tag(registered, version, key, tag_value)
         self.client.set_registered_model_alias(registered, "staging", version)

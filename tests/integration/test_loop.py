@@ -44,6 +44,7 @@ def _check_mlflow(uri, cli):
     assert len(versions) == 3  # one per iteration, bootstrap included
     production = client.get_model_version_by_alias("sentirefine-ensemble", "production")
     assert production.tags["promotion"] == "promoted"
+    assert production.tags["dataset_rev"] == f"data-iter-{int(production.tags['iteration']):03d}"
     # A fresh Python process — the downstream service — loads production by name and predicts.
     code = (
         "import mlflow, pandas as pd; "
@@ -91,5 +92,7 @@ def _check_loop(out, tmp_path, cli, tiny_config_file):
     for it in (0, 1, 2):
         for name in ("lexicon", "lstm", "bilstm", "bert"):
             assert (tmp_path / "ws" / "models" / f"iter-{it:03d}" / name / "model.json").is_file()
+    tags = subprocess.run(["git", "-C", str(tmp_path / "ws"), "tag"], capture_output=True, text=True).stdout.split()
+    assert tags == ["data-iter-000", "data-iter-001", "data-iter-002"]
     status = cli("-c", str(tiny_config_file), "status")
     assert "600 train rows, 200 gold rows" in status.stdout

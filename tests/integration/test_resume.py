@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 
 import pytest
 import yaml
@@ -44,7 +45,7 @@ def reference(tmp_path_factory, tiny_corpus, cli):
 
 
 @pytest.mark.parametrize("point", ["predict_chunk:2", "correct_chunk:2", "train:bilstm_before_save",
-                                   "before_finish_iteration"])
+                                   "snapshot_before_tag", "track_before_register"])
 def test_sigkill_then_resume_gives_same_labels(reference, cli, tmp_path, point):
     config, boot, expected = reference
     workspace = tmp_path / "ws"
@@ -54,3 +55,18 @@ def test_sigkill_then_resume_gives_same_labels(reference, cli, tmp_path, point):
     assert killed.returncode == -9, killed.stderr[-2000:]
     cli(*args)
     assert _state(workspace) == expected
+    _check_registry(workspace)
+    tags = subprocess.run(["git", "-C", str(workspace), "tag"], capture_output=True, text=True).stdout.split()
+    assert tags == ["data-iter-000", "data-iter-001"]
+
+
+def _check_registry(workspace):
+    """One live run and one ensemble version per iteration, whatever the attempt that died did."""
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}")
+    versions = client.search_model_versions("name='sentirefine-ensemble'")
+    assert sorted(v.tags["iteration"] for v in versions) == ["0", "1"]
+    experiment = client.get_experiment_by_name("sentirefine")
+    names = [r.info.run_name for r in client.search_runs([experiment.experiment_id])]
+    assert sorted(n for n in names if n.startswith("iteration")) == ["iteration-000", "iteration-001"]
