@@ -65,6 +65,21 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+@app.command()
+@_friendly
+def init() -> None:
+    """Create the workspace: SQLite store, git repository with DVC (analytics off), remote."""
+    from sentirefine.versioning import ensure_repo, remote_dir
+    from sentirefine.workspace import locked, open_store
+
+    cfg = _config()
+    with locked(cfg), open_store(cfg, create=True):
+        if cfg.versioning.enabled:
+            ensure_repo(cfg)
+    typer.echo(f"workspace {cfg.workspace} ready (store {cfg.db_file}"
+               + (f", DVC remote {remote_dir(cfg)})" if cfg.versioning.enabled else ")"))
+
+
 @config_app.command("show")
 @_friendly
 def config_show() -> None:

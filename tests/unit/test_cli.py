@@ -86,3 +86,13 @@ def test_second_writer_is_refused_with_owner_pid(tmp_path):
 def test_commands_on_missing_workspace_fail_cleanly(tmp_path, args):
     result = invoke("--workspace", str(tmp_path / "nothing"), *args)
     assert result.exit_code == 4 and "Traceback" not in result.output
+
+
+def test_init_creates_store_git_and_dvc(tmp_path):
+    workspace = tmp_path / "ws"
+    result = invoke("--workspace", str(workspace), "init")
+    assert result.exit_code == 0, result.output
+    assert (workspace / "sentences.db").is_file() and (workspace / ".git").is_dir()
+    dvc_config = (workspace / ".dvc" / "config").read_text()
+    assert "analytics = False" in dvc_config and "site_cache_dir" in dvc_config and "dvc-remote" in dvc_config
+    assert invoke("--workspace", str(workspace), "init").exit_code == 0  # idempotent
