@@ -257,11 +257,9 @@ def _iteration_metrics(config: Config, store: Store, iteration: int, threshold: 
     ).fetchall())
     label_change_rate = store.changes_in_iteration(iteration) / max(1, n_train)
     model_change = {n: t["change_rate"] for n, t in training.items() if t.get("change_rate") is not None}
-    quiet = label_change_rate < config.refine.label_change_bound and all(
-        r < config.refine.lexicon_change_bound for r in model_change.values()
-    )
     previous = [it for it in store.iterations() if it["iteration"] == iteration - 1]
-    streak = (previous[0]["metrics"].get("quiet_streak", 0) + 1 if previous else 1) if quiet else 0
+    streak, converged = policy.convergence(label_change_rate, model_change, config.refine,
+                                           previous[0]["metrics"].get("quiet_streak", 0) if previous else 0)
     queued = store.open_review_count()
     return {
         "iteration": iteration,
@@ -276,7 +274,7 @@ def _iteration_metrics(config: Config, store: Store, iteration: int, threshold: 
         "frozen": store.conn.execute("SELECT count(*) FROM sentences WHERE frozen=1").fetchone()[0],
         "label_accuracy": store.reference_accuracy(),
         "quiet_streak": streak,
-        "converged": streak >= config.refine.patience,
+        "converged": converged,
         "training": _strip_history(training),
         **evaluation,
     }

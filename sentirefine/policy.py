@@ -61,3 +61,14 @@ def decide(
             out.queue.append((sid, iteration, "low_confidence", float(conf)))
             out.stats["queued_low_confidence"] += 1
     return out
+
+
+def convergence(label_change_rate: float, model_change_rates: dict[str, float], refine: RefineConfig,
+                previous_streak: int) -> tuple[int, bool]:
+    """(quiet streak, converged): quiet when the label change rate is under its bound and every
+    model change rate (the lexicon's) under its own; converged after ``patience`` quiet iterations."""
+    quiet = label_change_rate < refine.label_change_bound and all(
+        rate < refine.lexicon_change_bound for rate in model_change_rates.values()
+    )
+    streak = previous_streak + 1 if quiet else 0
+    return streak, streak >= refine.patience

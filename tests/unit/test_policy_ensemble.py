@@ -10,7 +10,7 @@ import pytest
 from sentirefine.config import RefineConfig, ThresholdSchedule
 from sentirefine.ensemble import apply_temperature, combine, fit_temperature, member_weights
 from sentirefine.metrics import classification_metrics, confusion
-from sentirefine.policy import decide
+from sentirefine.policy import convergence, decide
 
 
 def test_weights_follow_margin_over_chance():
@@ -72,3 +72,11 @@ def test_temperature_tames_an_overconfident_member():
     # a calibrated member keeps T near 1
     q = np.clip(rng.random(4000), 0.01, 0.99)
     assert 0.8 < fit_temperature(q, (rng.random(4000) < q).astype(int)) < 1.25
+
+
+def test_convergence_needs_both_rates_low_for_patience_iterations():
+    refine = RefineConfig(label_change_bound=0.01, lexicon_change_bound=0.05, patience=2)
+    assert convergence(0.005, {"lexicon": 0.01}, refine, previous_streak=0) == (1, False)
+    assert convergence(0.005, {"lexicon": 0.01}, refine, previous_streak=1) == (2, True)
+    assert convergence(0.005, {"lexicon": 0.2}, refine, previous_streak=1) == (0, False)  # lexicon still moving
+    assert convergence(0.02, {}, refine, previous_streak=5) == (0, False)
