@@ -19,6 +19,16 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
+@pytest.fixture(autouse=True)
+def _isolated_environ():
+    """Undo environment changes a test makes (mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI,
+    which subprocesses of later tests would otherwise inherit)."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 def _head(source: Path, target: Path, rows: int) -> Path:
     with gzip.open(source, "rt", encoding="utf-8") as src:
         lines = [next(src) for _ in range(rows + 1)]
