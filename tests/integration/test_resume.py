@@ -64,7 +64,8 @@ def _check_registry(workspace):
     """One live run and one ensemble version per iteration, whatever the attempt that died did."""
     import mlflow
 
-    client = mlflow.MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}")
+    uri = f"sqlite:///{workspace / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri, registry_uri=uri)  # explicit: other tests set a global registry
     versions = client.search_model_versions("name='sentirefine-ensemble'")
     assert sorted(v.tags["iteration"] for v in versions) == ["0", "1"]
     experiment = client.get_experiment_by_name("sentirefine")
