@@ -65,7 +65,7 @@ def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Third-party chatter stays at WARNING unless asked for.
-    for noisy in ("urllib3", "filelock", "httpx", "transformers", "mlflow", "alembic", "git"):
+    for noisy in ("urllib3", "filelock", "httpx", "transformers", "mlflow", "alembic", "git", "dvc", "scmrepo"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 

@@ -50,6 +50,13 @@ def _git(workspace: Path, *args: str, check: bool = True) -> subprocess.Complete
     return proc
 
 
+def _quiet_dvc() -> None:
+    """Silence DVC's console hints ("to track the changes with git, run ..."): we run git ourselves."""
+    from dvc.ui import ui
+
+    ui._enabled = False
+
+
 def remote_dir(config: Config) -> Path:
     remote = config.versioning.remote
     return Path(remote) if remote else config.workspace / "dvc-remote"
@@ -70,6 +77,7 @@ def ensure_repo(config: Config) -> None:
     if not (ws / ".dvc").exists():
         from dvc.repo import Repo
 
+        _quiet_dvc()
         Repo.init(str(ws))
         with Repo(str(ws)) as repo, repo.config.edit() as conf:
             conf["core"]["analytics"] = False
@@ -116,6 +124,8 @@ def export_parquet(store: Store, path: Path, chunk_size: int) -> int:
 def snapshot(config: Config, store: Store, iteration: int, chunk_size: int) -> dict[str, Any]:
     """Export, ``dvc add``, commit, tag (and push): the labels after ``iteration``. Idempotent."""
     from dvc.repo import Repo
+
+    _quiet_dvc()
 
     ws = config.workspace.resolve()
     ensure_repo(config)

@@ -158,11 +158,16 @@ class BertModel(SentimentModel):
         return self
 
     def _sample(self, n: int) -> np.ndarray:
-        """Row indices to train on: all, or a fixed-seed sample of ``max_train_rows``."""
+        """Row indices to train on: all, or a seeded sample of ``max_train_rows``.
+
+        The sample is drawn anew for each training call (seeded by how many epochs came before),
+        so successive updates see different rows instead of the same subset every iteration.
+        """
         cap = self.params.max_train_rows
         if cap is None or n <= cap:
             return np.arange(n)
-        return np.sort(np.random.default_rng(self.seed).choice(n, size=cap, replace=False))
+        rng = np.random.default_rng([self.seed, len(self.history_)])
+        return np.sort(rng.choice(n, size=cap, replace=False))
 
     def _train(self, texts: Sequence[str], labels: np.ndarray, *, epochs: int, lr: float, phase: str) -> None:
         """AdamW on the unfrozen parameters, rows-based warm-up/decay; one history record per epoch."""
