@@ -55,6 +55,7 @@ def _quiet_dvc() -> None:
     from dvc.ui import ui
 
     ui._enabled = False
+    logging.getLogger("dvc").setLevel(logging.WARNING)  # DVC logs its hints at INFO to its own handler
 
 
 def remote_dir(config: Config) -> Path:
@@ -135,6 +136,7 @@ def snapshot(config: Config, store: Store, iteration: int, chunk_size: int) -> d
     rows = export_parquet(store, ws / SNAPSHOT, chunk_size)
     crash_point("snapshot_after_export")
     with Repo(str(ws)) as repo:
+        repo.scm_context.quiet = True  # no "to track the changes with git, run ..." hint: we commit below
         repo.add([str(ws / SNAPSHOT)])
     _git(ws, "add", f"{SNAPSHOT}.dvc", str(SNAPSHOT.parent / ".gitignore"))
     if _git(ws, "diff", "--cached", "--quiet", check=False).returncode != 0:
