@@ -69,7 +69,10 @@ class LexiconConfig(_Section):
         description="Incremental update: share of the previous counts kept (0 = rebuild from the new labels).",
     )
     change_epsilon: float = Field(
-        0.1, ge=0, description="An entry 'changed' when its polarity flips sign or moves more than this."
+        0.1,
+        ge=0,
+        description="An entry 'changed' when its polarity flips sign or moves more than this; the lexicon "
+        "change rate is the occurrence-weighted share of changed entries.",
     )
 
 
@@ -218,7 +221,7 @@ class RefineConfig(_Section):
         None, ge=1, description="Evaluate on a fixed-seed sample of this many gold rows (None = all)."
     )
     label_change_bound: float = Field(0.005, ge=0, description="Converged when label change rate is below this...")
-    lexicon_change_bound: float = Field(0.01, ge=0, description="...and every model's change rate below this...")
+    lexicon_change_bound: float = Field(0.05, ge=0, description="...and every model's change rate below this...")
     patience: int = Field(1, ge=1, description="...for this many consecutive iterations.")
 
 

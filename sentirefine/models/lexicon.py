@@ -222,7 +222,12 @@ class LexiconModel(SentimentModel):
         return np.column_stack([1.0 - pos, pos]).astype(np.float32)
 
     def change_rate(self, previous: SentimentModel) -> float | None:
-        """Share of entries (union of both dictionaries) added, removed, flipped or moved > epsilon."""
+        """Occurrence-weighted share of entries added, removed, flipped or moved > epsilon.
+
+        Each entry counts by how often it occurs (its larger count in either model): a rare
+        token whose log-odds jumps on one relabelled review barely moves the lexicon's
+        behaviour, so an unweighted share never settles while the labels already have.
+        """
         if not isinstance(previous, LexiconModel):
             return None
         old, new = previous.dictionary_, self.dictionary_
@@ -230,8 +235,13 @@ class LexiconModel(SentimentModel):
         if not union:
             return 0.0
         eps = self.params.change_epsilon
-        changed = sum(1 for e in union if _entry_changed(old.get(e), new.get(e), eps))
-        return changed / len(union)
+
+        def weight(entry: str) -> float:
+            return max(sum(previous.counts_.get(entry, (0.0, 0.0))), sum(self.counts_.get(entry, (0.0, 0.0))), 1.0)
+
+        total = sum(weight(e) for e in union)
+        changed = sum(weight(e) for e in union if _entry_changed(old.get(e), new.get(e), eps))
+        return changed / total
 
     # -- text -> entries ------------------------------------------------------------------
     def _entry_sets(self, texts: Sequence[str]) -> list[set[str]]:
