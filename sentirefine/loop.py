@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,29 +119,30 @@ def _iterate(config: Config, store: Store, limit: int, session: tuple[EnsemblePo
     return result
 
 
+def _once(store: Store, iteration: int, stage: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run a stage whose result is its recorded info, at most once across crashes and resumes."""
+    if store.stage_done(iteration, stage):
+        return store.stage_info(iteration, stage) or {}
+    store.start_stage(iteration, stage)
+    with stage_log(log, stage, iteration=iteration) as result:
+        info = work()
+        result.update({k: v for k, v in info.items() if v is None or isinstance(v, int | float | str)})
+    store.finish_stage(iteration, stage, info)
+    return info
+
+
 def _snapshot_stage(config: Config, store: Store, iteration: int) -> dict[str, Any]:
-    """DVC snapshot + git tag of the labels after this iteration (once, even across crashes)."""
+    """DVC snapshot + git tag of the labels after this iteration."""
     if not config.versioning.enabled:
         return {}
-    if store.stage_done(iteration, "snapshot"):
-        return store.stage_info(iteration, "snapshot") or {}
-    store.start_stage(iteration, "snapshot")
-    with stage_log(log, "snapshot", iteration=iteration) as result:
-        result.update(snapshot(config, store, iteration, resolve_chunk_size(config.store)))
-    store.finish_stage(iteration, "snapshot", result)
-    return result
+    return _once(store, iteration, "snapshot",
+                 lambda: snapshot(config, store, iteration, resolve_chunk_size(config.store)))
 
 
 def _track_stage(tracker: Tracker, store: Store, iteration: int, metrics: dict[str, Any],
                  training: dict[str, Any]) -> dict[str, Any]:
-    """Log the iteration to MLflow and apply the registry gate (once, even across crashes)."""
-    if store.stage_done(iteration, "track"):
-        return store.stage_info(iteration, "track") or {}
-    store.start_stage(iteration, "track")
-    with stage_log(log, "track", iteration=iteration):
-        decisions = tracker.log_iteration(store, iteration, metrics, training)
-    store.finish_stage(iteration, "track", decisions)
-    return decisions
+    """Log the iteration to MLflow and apply the registry gate."""
+    return _once(store, iteration, "track", lambda: tracker.log_iteration(store, iteration, metrics, training))
 
 
 def run_iteration(config: Config, store: Store, iteration: int,
@@ -236,15 +237,14 @@ def _correct_stage(config: Config, store: Store, iteration: int) -> None:
 
 
 def _evaluate_stage(config: Config, store: Store, iteration: int, pool: EnsemblePool) -> dict[str, Any]:
-    if store.stage_done(iteration, "evaluate"):
-        return store.stage_info(iteration, "evaluate") or {}
-    store.start_stage(iteration, "evaluate")
-    with stage_log(log, "evaluate", iteration=iteration) as result:
+    """Gold metrics, weights and temperatures of this iteration's members."""
+
+    def work() -> dict[str, Any]:
         evaluation = evaluate_members(config, store, iteration, pool)
-        result["ensemble_accuracy"] = evaluation["ensemble"].get("accuracy")
         crash_point("evaluate_end")
-    store.finish_stage(iteration, "evaluate", evaluation)
-    return evaluation
+        return evaluation
+
+    return _once(store, iteration, "evaluate", work)
 
 
 def _iteration_metrics(config: Config, store: Store, iteration: int, threshold: float,
