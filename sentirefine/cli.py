@@ -230,19 +230,12 @@ def dataset_show(
 @_friendly
 def dataset_restore(rev: Annotated[str, typer.Option(help="Tag or commit to restore labels from.")]) -> None:
     """Load a snapshot's labels back into the store (recorded in history, source 'restore')."""
-    from sentirefine.store import LabelChange
-    from sentirefine.versioning import read_snapshot
+    from sentirefine.versioning import restore
     from sentirefine.workspace import locked, open_store
 
     cfg = _config()
-    frame = read_snapshot(cfg, rev)
-    wanted = dict(zip(frame["id"], frame["current_label"].astype(int), strict=True))
     with locked(cfg), open_store(cfg) as store:
-        iteration = max([it["iteration"] for it in store.iterations()] or [0])
-        changes = [LabelChange(r.sid, r.current_label, wanted[r.id], None)
-                   for chunk in store.iter_chunks("train", 50_000) for r in chunk
-                   if r.id in wanted and wanted[r.id] != r.current_label]
-        changed = store.apply_labels(changes, iteration=iteration, source="restore")
+        changed = restore(cfg, store, rev)
     typer.echo(f"restored labels of {rev}: {changed} rows changed")
 
 

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -119,7 +120,7 @@ class Tracker:
         from mlflow.entities import Metric, Param
 
         param_list = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
-        now = int(1000 * __import__("time").time())
+        now = int(1000 * time.time())
         metric_list = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items()
                        if isinstance(v, int | float) and v == v]
         for i in range(0, max(len(param_list), len(metric_list)), 100):

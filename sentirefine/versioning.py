@@ -174,3 +174,22 @@ def read_snapshot(config: Config, rev: str) -> Any:
             f"snapshot {SNAPSHOT} at {rev} cannot be read from the DVC cache or remote {remote_dir(config)}: {exc}",
             hint="No storage files available? run `dvc pull` in the workspace or configure versioning.remote",
         ) from exc
+
+
+def restore(config: Config, store: Store, rev: str) -> int:
+    """Load the train labels of snapshot ``rev`` back into the store; returns rows changed.
+
+    Recorded in history (source ``restore``, iteration = the latest one) like any label write.
+    """
+    from sentirefine.store import LabelChange
+
+    frame = read_snapshot(config, rev)
+    wanted = dict(zip(frame["id"], frame["current_label"].astype(int), strict=True))
+    iteration = max([it["iteration"] for it in store.iterations()] or [0])
+    changed = 0
+    for rows in store.iter_chunks("train", 50_000):
+        changes = [LabelChange(r.sid, r.current_label, wanted[r.id], None)
+                   for r in rows if r.id in wanted and wanted[r.id] != r.current_label]
+        changed += store.apply_labels(changes, iteration=iteration, source="restore")
+    log_event(log, "snapshot_restored", rev=rev, changed=changed)
+    return changed
