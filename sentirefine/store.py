@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -269,17 +269,6 @@ class Store:
             yield [Row(*r) for r in rows]
             last = rows[-1][0]
 
-    def texts_and_labels(self, split: str) -> tuple[list[str], list[int]]:
-        """All texts and current labels of a split, for training (models need the whole set)."""
-        rows = self.conn.execute(
-            "SELECT text, current_label FROM sentences WHERE split=? ORDER BY sid", (split,)
-        ).fetchall()
-        return [r[0] for r in rows], [r[1] for r in rows]
-
-    def max_sid(self, split: str) -> int:
-        row = self.conn.execute("SELECT max(sid) FROM sentences WHERE split=?", (split,)).fetchone()
-        return row[0] or 0
-
     # -- writing labels --------------------------------------------------------------------------
     def apply_labels(self, changes: Sequence[LabelChange], *, iteration: int, source: str) -> int:
         """Write label changes and their history rows in one transaction; returns rows changed.
@@ -339,10 +328,6 @@ class Store:
         )
         return cur.rowcount
 
-    def set_frozen(self, sids: Iterable[int]) -> None:
-        with self.transaction() as conn:
-            conn.executemany("UPDATE sentences SET frozen=1 WHERE sid=?", [(s,) for s in sids])
-
     def flip_counts(self, sids: Sequence[int], source: str = "ensemble") -> dict[int, int]:
         """How many times each row was changed by ``source`` (oscillation detection)."""
         out: dict[int, int] = {}
@@ -354,13 +339,6 @@ class Store:
             )
             out.update({int(s): int(n) for s, n in rows})
         return out
-
-    def enqueue_review(self, items: Sequence[tuple[int, int, str, float | None]]) -> None:
-        """Queue (sid, iteration, reason, confidence) for LLM/human review; re-queuing updates."""
-        if not items:
-            return
-        with self.transaction() as conn:
-            self._enqueue(conn, items)
 
     @staticmethod
     def _enqueue(conn: sqlite3.Connection, items: Sequence[tuple[int, int, str, float | None]]) -> None:
@@ -472,10 +450,6 @@ class Store:
             "JOIN sentences s ON s.sid = r.sid WHERE s.split='train'"
         ).fetchone()
         return float(row[0]) if row[1] else None
-
-    def set_reference_labels(self, pairs: Sequence[tuple[int, int]]) -> None:
-        with self.transaction() as conn:
-            conn.executemany("INSERT OR REPLACE INTO reference_labels (sid, label) VALUES (?, ?)", pairs)
 
     def labels_after(self, iteration: int, chunk_size: int = 50_000) -> Iterator[list[tuple[int, int, int]]]:
         """(sid, current_label, label_after_iteration) for train rows, chunk by chunk."""
