@@ -6,7 +6,7 @@ PIP := $(BIN)/python -m pip
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install dev demo test test-unit lint clean
+.PHONY: install dev demo test test-unit lint docs clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,14 +24,18 @@ demo: install
 	$(BIN)/sentirefine --log-format text demo
 
 test: install
-	$(BIN)/ruff check sentirefine tests
+	$(BIN)/ruff check sentirefine tests bench tools
 	$(BIN)/python -m pytest -q
 
 test-unit: install
 	$(BIN)/python -m pytest -q -m "not integration"
 
 lint: install
-	$(BIN)/ruff check sentirefine tests
+	$(BIN)/ruff check sentirefine tests bench tools
+
+# Regenerate the README's configuration table after changing a config field.
+docs: install
+	$(BIN)/python tools/update_readme_config.py
 
 clean:
 	rm -rf $(VENV) demo-workspace .pytest_cache
