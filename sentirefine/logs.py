@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -59,13 +60,19 @@ class TextFormatter(logging.Formatter):
 
 def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
     """Send all logs to stderr in ``fmt``; stdout stays free for command output."""
+    # MLflow otherwise installs its own handler and prints plain-text lines into the JSON stream
+    # (read when mlflow is first imported, which is after this in every command and worker).
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # bars are for terminals, not logs
+    logging.captureWarnings(True)  # library warnings become log records (py.warnings) in the same format
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Third-party chatter stays at WARNING unless asked for.
-    for noisy in ("urllib3", "filelock", "httpx", "transformers", "mlflow", "alembic", "git", "dvc", "scmrepo"):
+    for noisy in ("urllib3", "filelock", "httpx", "transformers", "mlflow", "alembic", "git", "dvc", "scmrepo",
+                  "google_genai"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
@@ -97,3 +104,12 @@ def stage_log(logger: logging.Logger, stage: str, **fields: Any) -> Iterator[dic
         **fields,
         **result,
     )
+
+
+def progress_disabled() -> bool | None:
+    """tqdm's ``disable`` for every progress bar: None = automatic (off when stderr is not a
+    terminal, e.g. under cron or Airflow), True under ``--quiet``, which sets ``TQDM_DISABLE=1``
+    so that worker processes inherit the choice."""
+    import os
+
+    return True if os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true") else None

@@ -4,8 +4,10 @@ One iteration ``k`` (models of iteration ``k-1`` predict; iteration 0 is the boo
 
     predict   stream the train split in chunks through the Pool ensemble → ``predictions``
     correct   threshold / oscillation / review-queue decisions → bulk label writes + history
+    llm       queued rows relabelled by Gemini (skipped without an API key) → label writes + history
     train     lexicon → LSTM → BiLSTM → BERT, each with its own update strategy
     evaluate  gold metrics per member and ensemble → weights for iteration ``k+1``
+    audit     label distribution, per-group bias flags, LLM critique → reports/audit-iter-NNN.md
     finish    convergence metrics; stop when label and lexicon change rates stay low
 
 Every stage records its completion in the store, and each is safe to replay, so a crashed
@@ -33,10 +35,10 @@ from sentirefine.crossfit import out_of_fold
 from sentirefine.ensemble import EnsemblePool, apply_temperature, combine
 from sentirefine.errors import SentirefineError
 from sentirefine.faults import crash_point
-from sentirefine.logs import log_event, stage_log
+from sentirefine.logs import log_event, progress_disabled, stage_log
 from sentirefine.store import Store
 from sentirefine.tracking import Tracker
-from sentirefine.train import ensemble_pool, evaluate_members, train_members
+from sentirefine.train import check_trainable, ensemble_pool, evaluate_members, train_members
 from sentirefine.versioning import snapshot
 from sentirefine.workspace import iteration_dir
 
@@ -76,6 +78,7 @@ def bootstrap(config: Config, store: Store, session: tuple[EnsemblePool, Tracker
         with _session(config, store, "bootstrap") as own:
             return bootstrap(config, store, own)
     pool, tracker = session
+    check_trainable(store)  # before any bookkeeping: a bad train split leaves the store as it was
     store.begin_iteration(0, threshold=float("nan"))
     started = time.perf_counter()
     training = train_members(config, store, 0)
@@ -94,21 +97,28 @@ def bootstrap(config: Config, store: Store, session: tuple[EnsemblePool, Tracker
     return metrics
 
 
-def refine(config: Config, store: Store, *, max_iterations: int | None = None) -> RefineResult:
-    """Run (or resume) iterations until converged or ``max_iterations`` (absolute) is reached."""
+def refine(config: Config, store: Store, *, max_iterations: int | None = None,
+           until_converged: bool = True) -> RefineResult:
+    """Run (or resume) iterations until converged or ``max_iterations`` (absolute) is reached.
+
+    ``until_converged=False`` ignores convergence and runs up to ``max_iterations``: a
+    converged workspace otherwise never moves again, e.g. after human labels were imported.
+    """
     limit = max_iterations or config.refine.max_iterations
+    crash_point("refine_start")
     with _session(config, store, "refine") as session:
-        result = _iterate(config, store, limit, session)
+        result = _iterate(config, store, limit, session, until_converged)
     log_event(log, "refine_stopped", reason=result.stop_reason, iterations_run=len(result.iterations))
     return result
 
 
-def _iterate(config: Config, store: Store, limit: int, session: tuple[EnsemblePool, Tracker]) -> RefineResult:
+def _iterate(config: Config, store: Store, limit: int, session: tuple[EnsemblePool, Tracker],
+             until_converged: bool = True) -> RefineResult:
     bootstrap(config, store, session)
     result = RefineResult()
     while True:
         done = [it for it in store.iterations() if it["finished_at"] and it["iteration"] > 0]
-        if done and done[-1]["metrics"].get("converged"):
+        if until_converged and done and done[-1]["metrics"].get("converged"):
             result.stop_reason = f"converged at iteration {done[-1]['iteration']}"
             break
         iteration = (done[-1]["iteration"] if done else 0) + 1
@@ -127,6 +137,7 @@ def _once(store: Store, iteration: int, stage: str, work: Callable[[], dict[str,
     with stage_log(log, stage, iteration=iteration) as result:
         info = work()
         result.update({k: v for k, v in info.items() if v is None or isinstance(v, int | float | str)})
+    crash_point(f"{stage}_before_finish_stage")
     store.finish_stage(iteration, stage, info)
     return info
 
@@ -150,7 +161,10 @@ def run_iteration(config: Config, store: Store, iteration: int,
     """All stages of one iteration, skipping those already recorded as finished."""
     pool, tracker = session
     threshold = config.refine.threshold.at(iteration)
+    if not store.stage_done(iteration, "predict"):
+        _check_checkpoints(config, iteration - 1)
     store.begin_iteration(iteration, threshold)
+    crash_point("iteration_begun")
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -164,10 +178,13 @@ def run_iteration(config: Config, store: Store, iteration: int,
         timed("predict", _predict_stage, config, store, iteration, pool)
     if not store.stage_done(iteration, "correct"):
         timed("correct", _correct_stage, config, store, iteration)
+    llm = timed("llm", _llm_stage, config, store, iteration)
     training = timed("train", train_members, config, store, iteration)
     evaluation = timed("evaluate", _evaluate_stage, config, store, iteration, pool)
     metrics = _iteration_metrics(config, store, iteration, threshold, training, evaluation)
     metrics["stage_seconds"] = timings
+    metrics["llm"] = llm
+    metrics["audit"] = timed("audit", _audit_stage, config, store, iteration)
     metrics["dataset_tag"] = timed("snapshot", _snapshot_stage, config, store, iteration).get("tag")
     metrics["registry"] = timed("track", _track_stage, tracker, store, iteration, metrics, training)
     metrics["seconds"] = round(time.perf_counter() - started, 1)
@@ -177,6 +194,21 @@ def run_iteration(config: Config, store: Store, iteration: int,
               label_change_rate=metrics["label_change_rate"], converged=metrics["converged"],
               ensemble_accuracy=metrics["ensemble"].get("accuracy"), seconds=metrics["seconds"])
     return metrics
+
+
+def _check_checkpoints(config: Config, iteration: int) -> None:
+    """Load every member an iteration starts from before writing anything.
+
+    A damaged or mismatched checkpoint is then a :class:`ModelLoadError` (exit 5) with the store
+    untouched, instead of a failure after predict and correct have already moved labels (the
+    lexicon, cross-fitted, is first loaded only when it is updated). Costs one load per member.
+    """
+    from sentirefine.models import load_model
+    from sentirefine.models.batching import release_memory
+
+    for name in config.models.order:
+        load_model(iteration_dir(config, iteration) / name, device="cpu")
+    release_memory()
 
 
 def _predict_stage(config: Config, store: Store, iteration: int, pool: EnsemblePool) -> None:
@@ -198,7 +230,8 @@ def _predict_stage(config: Config, store: Store, iteration: int, pool: EnsembleP
     dirs = [iteration_dir(config, iteration - 1) / n for n in in_sample]
     with (stage_log(log, "predict", iteration=iteration, rows=total, chunk_size=chunk,
                     cross_fit=list(oof)) as result,
-          tqdm(total=total, initial=already, desc=f"iter {iteration} predict", unit="row", disable=None) as bar):
+          tqdm(total=total, initial=already, desc=f"iter {iteration} predict", unit="row",
+               disable=progress_disabled()) as bar):
         for rows in store.iter_chunks("train", chunk, after_sid=resume_after):
             pooled = pool.member_probs(dirs, [r.text for r in rows], progress=bar.update)
             if not dirs:  # every member cross-fitted: nothing went through the pool
@@ -216,6 +249,7 @@ def _predict_stage(config: Config, store: Store, iteration: int, pool: EnsembleP
             ])
             crash_point("predict_chunk")
         result["weights"] = dict(zip(names, weights.round(4).tolist(), strict=True))
+    crash_point("predict_before_finish_stage")
     store.finish_stage(iteration, "predict", {"weights": result["weights"], "chunk_size": chunk})
 
 
@@ -233,7 +267,28 @@ def _correct_stage(config: Config, store: Store, iteration: int) -> None:
                                             iteration=iteration, source="ensemble")
             crash_point("correct_chunk")
         result["changed_this_attempt"] = changed
+    crash_point("correct_before_finish_stage")
     store.finish_stage(iteration, "correct", {"changed": store.changes_in_iteration(iteration)})
+
+
+def _llm_stage(config: Config, store: Store, iteration: int) -> dict[str, Any]:
+    """Relabel queued rows with the LLM (skipped, with its reason, when disabled or without a key).
+
+    Runs before training so the members learn from the LLM's labels; resumable because every
+    answer is cached and every write carries the label it expects to replace.
+    """
+    from sentirefine.llm.relabel import relabel_stage
+
+    return _once(store, iteration, "llm", lambda: relabel_stage(config, store, iteration))
+
+
+def _audit_stage(config: Config, store: Store, iteration: int) -> dict[str, Any]:
+    """Label distribution, per-group bias flags and an LLM critique → reports/audit-iter-NNN.md."""
+    if not config.llm.audit:
+        return {}
+    from sentirefine.audit import audit_stage
+
+    return _once(store, iteration, "audit", lambda: audit_stage(config, store, iteration))
 
 
 def _evaluate_stage(config: Config, store: Store, iteration: int, pool: EnsemblePool) -> dict[str, Any]:

@@ -17,7 +17,10 @@ Design decisions:
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,9 +30,15 @@ from typing import Any
 
 from sentirefine.errors import StoreError
 
+log = logging.getLogger(__name__)
+
+# Waits between attempts to take the write lock: short first (a reader's checkpoint), then longer.
+_BUSY_BACKOFF_S = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+
 SCHEMA_VERSION = 1
 LABELS = (0, 1)
 SOURCES = ("original", "ensemble", "llm", "human", "restore", "rollback")
+AUTOMATIC_SOURCES = ("ensemble", "llm")
 
 _SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -150,6 +159,7 @@ class Store:
                 hint="import data first: `sentirefine import TRAIN.tsv --gold GOLD.tsv`",
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.busy_timeout_s = busy_timeout_s
         try:
             self.conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
             self.conn.execute("PRAGMA foreign_keys = ON")
@@ -159,15 +169,18 @@ class Store:
         except sqlite3.DatabaseError as exc:
             raise self._translate(exc) from exc
 
-    def _translate(self, exc: sqlite3.Error) -> StoreError:
+    def _translate(self, exc: sqlite3.Error, attempts: int = 1) -> StoreError:
         text = str(exc)
         if "not a database" in text or "malformed" in text:
             return StoreError(f"{self.path} is not a sentirefine SQLite database ({text})",
                               hint="point store.db_path at the right file or move this one aside")
         if "locked" in text or "busy" in text:
-            return StoreError(f"database {self.path} is locked by another process ({text})",
-                              hint="wait for the other sentirefine/sqlite process to finish, then retry")
-        if "readonly" in text or "read-only" in text:
+            return StoreError(f"database {self.path} is locked by another process ({text}; "
+                              f"{attempts} attempt(s) over store.busy_timeout_s={self.busy_timeout_s}s)",
+                              hint="wait for the other sentirefine/sqlite process to finish, then retry, "
+                                   "or raise store.busy_timeout_s")
+        unwritable = "unable to open" in text and self.path.exists() and not os.access(self.path.parent, os.W_OK)
+        if "readonly" in text or "read-only" in text or unwritable:
             return StoreError(f"database {self.path} is read-only ({text})",
                               hint="check the file and directory permissions")
         return StoreError(f"database error on {self.path}: {text}")
@@ -218,13 +231,36 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _begin_immediate(self) -> None:
+        """Take the write lock, retrying with back-off while another writer holds it.
+
+        Each attempt lets SQLite's own busy handler wait a short slice; between attempts we log
+        ``db_busy_retry`` so a user sees why the loop is waiting. After ``busy_timeout_s`` in
+        all, a :class:`StoreError` (exit 4) says the database is locked.
+        """
+        deadline = time.monotonic() + self.busy_timeout_s
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            self.conn.execute(f"PRAGMA busy_timeout = {int(1000 * max(0.0, min(remaining, 0.25)))}")
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                self.conn.execute(f"PRAGMA busy_timeout = {int(1000 * self.busy_timeout_s)}")
+                return
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or time.monotonic() >= deadline:
+                    raise self._translate(exc, attempts=attempt + 1) from exc
+            wait = min(_BUSY_BACKOFF_S[min(attempt, len(_BUSY_BACKOFF_S) - 1)], max(0.0, deadline - time.monotonic()))
+            attempt += 1
+            log.warning("database busy, retrying", extra={"event": "db_busy_retry", "path": str(self.path),
+                                                         "attempt": attempt, "wait_s": wait})
+            time.sleep(wait)
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (nothing half-written)."""
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise self._translate(exc) from exc
+        self._begin_immediate()
         try:
             yield self.conn
         except BaseException:
@@ -292,6 +328,15 @@ class Store:
             self._enqueue(conn, queue)
             return changed
 
+    def resolve_reviews(self, changes: Sequence[LabelChange], resolved: Sequence[int], *, iteration: int,
+                        source: str) -> int:
+        """A reviewer's (LLM's, human's) label changes and the queue entries they settle, in one
+        transaction; returns rows changed. Idempotent like :meth:`apply_labels`."""
+        with self.transaction() as conn:
+            changed = self._apply_labels(conn, changes, iteration=iteration, source=source) if changes else 0
+            conn.executemany("UPDATE review_queue SET status='done' WHERE sid=?", [(s,) for s in resolved])
+            return changed
+
     @staticmethod
     def _apply_labels(conn: sqlite3.Connection, changes: Sequence[LabelChange], *, iteration: int,
                       source: str) -> int:
@@ -315,6 +360,8 @@ class Store:
             "ON s.sid = p.sid AND s.current_label = p.old_label AND s.split = 'train') "
             "OR old_label = new_label"
         )
+        if source in AUTOMATIC_SOURCES:  # a human's label is final: no model or LLM overrides it
+            conn.execute("DELETE FROM _pending WHERE sid IN (SELECT sid FROM sentences WHERE label_source = 'human')")
         conn.execute(
             "INSERT INTO label_history (sid, iteration, old_label, new_label, confidence, source, created_at) "
             "SELECT sid, ?, old_label, new_label, confidence, ?, ? FROM _pending ORDER BY sid",
@@ -350,6 +397,35 @@ class Store:
                 items,
             )
 
+    def apply_human_labels(self, labels: Sequence[tuple[int, int]], *, iteration: int) -> int:
+        """Write reviewed labels ``(sid, label)`` in one transaction; returns rows whose label changed.
+
+        Every reviewed row gets a history row (source ``human``, also when the reviewer confirmed
+        the current label), ``label_source='human'`` (which later iterations never override), is
+        unfrozen (a settled row is training data again) and its review-queue entry is resolved.
+        """
+        if not labels:
+            return 0
+        now = utcnow()
+        with self.transaction() as conn:
+            current = {}
+            for part in _batched([sid for sid, _ in labels], 900):
+                marks = ",".join("?" * len(part))
+                current.update(conn.execute(f"SELECT sid, current_label FROM sentences WHERE split='train' "
+                                            f"AND sid IN ({marks})", part).fetchall())
+            missing = [sid for sid, _ in labels if sid not in current]
+            if missing:
+                raise StoreError(f"{len(missing)} reviewed row(s) are not train rows (sids {missing[:5]})")
+            conn.executemany(
+                "INSERT INTO label_history (sid, iteration, old_label, new_label, confidence, source, created_at) "
+                "VALUES (?, ?, ?, ?, NULL, 'human', ?)",
+                [(sid, iteration, current[sid], label, now) for sid, label in labels])
+            conn.executemany(
+                "UPDATE sentences SET current_label=?, label_last_updated=?, confidence=NULL, label_source='human', "
+                "frozen=0 WHERE sid=?", [(label, now, sid) for sid, label in labels])
+            conn.executemany("UPDATE review_queue SET status='done' WHERE sid=?", [(sid,) for sid, _ in labels])
+        return sum(current[sid] != label for sid, label in labels)
+
     def open_review_count(self) -> dict[str, int]:
         rows = self.conn.execute("SELECT reason, count(*) FROM review_queue WHERE status='open' GROUP BY reason")
         return {r: n for r, n in rows}
@@ -368,11 +444,15 @@ class Store:
         return row[0] or 0
 
     def iter_predictions(self, iteration: int, chunk_size: int) -> Iterator[list[tuple]]:
-        """(sid, current_label, predicted, confidence, frozen) in sid order, chunk by chunk."""
+        """(sid, current_label, predicted, confidence, locked) in sid order, chunk by chunk.
+
+        ``locked`` = frozen or labelled by a human: the policy leaves such rows alone.
+        """
         last = 0
         while True:
             rows = self.conn.execute(
-                "SELECT p.sid, s.current_label, p.predicted, p.confidence, s.frozen FROM predictions p "
+                "SELECT p.sid, s.current_label, p.predicted, p.confidence, "
+                "(s.frozen OR s.label_source = 'human') FROM predictions p "
                 "JOIN sentences s ON s.sid = p.sid WHERE p.iteration=? AND p.sid>? ORDER BY p.sid LIMIT ?",
                 (iteration, last, chunk_size),
             ).fetchall()

@@ -20,6 +20,7 @@ stage is redone, so the registry never holds two versions for one iteration.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,7 @@ class Tracker:
         self._parent = run.info.run_id
         params = _flatten("", self.config.model_dump(mode="json"), {})
         self._log_batch(self._parent, params=params)
+        crash_point("track_command_run_started")
         status = "FAILED"
         try:
             yield
@@ -140,16 +142,24 @@ class Tracker:
             tags["mlflow.parentRunId"] = self._parent
         run = self.client.create_run(self.experiment_id, run_name=f"iteration-{iteration:03d}", tags=tags)
         run_id = run.info.run_id
+        crash_point("track_after_run_start")
         flat = self._iteration_metrics(metrics)
         self._log_batch(run_id, metrics=flat, step=iteration)
         if self._parent:
             self._log_batch(self._parent, metrics=flat, step=iteration)
+        crash_point("track_after_metrics")
         self._log_curves(run_id, training)
         self._log_artifacts(run_id, store, iteration, metrics)
         crash_point("track_before_register")
         decisions = self._register(run_id, iteration, metrics, workspace_id, metrics.get("dataset_tag") or "")
+        crash_point("track_before_terminate")
         self.client.set_tag(run_id, "sentirefine.complete", "true")
         self.client.set_terminated(run_id)
+        # Aliases last: whatever moment a crash strikes, staging/production never point at a
+        # version of an unfinished run (a resumed stage deletes this run's versions and redoes it).
+        for decision in decisions.values():
+            if decision.get("registered"):
+                self._set_aliases(decision)
         log_event(log, "iteration_tracked", iteration=iteration, run_id=run_id, decisions=decisions)
         return decisions
 
@@ -165,6 +175,9 @@ class Tracker:
         flat.update({f"temperature.{n}": t for n, t in metrics.get("temperatures", {}).items()})
         flat.update({f"change_rate.{n}": r for n, r in metrics.get("model_change_rates", {}).items()})
         flat.update({f"stage_seconds.{s}": t for s, t in (metrics.get("stage_seconds") or {}).items()})
+        flat.update({f"llm.{k}": v for k, v in (metrics.get("llm") or {}).items()
+                     if isinstance(v, int | float) and not isinstance(v, bool)})
+        flat["audit.flags"] = len((metrics.get("audit") or {}).get("flags") or [])
         return flat
 
     def _log_curves(self, run_id: str, training: dict[str, Any]) -> None:
@@ -187,6 +200,9 @@ class Tracker:
                 _corrected_sample(store, iteration, self.config.tracking.corrected_sample_rows,
                                   out / "corrected_sample.csv")
             self.client.log_artifacts(run_id, str(out))
+        audit = Path((metrics.get("audit") or {}).get("path") or "")
+        if audit.is_file():
+            self.client.log_artifact(run_id, str(audit), artifact_path="audit")
 
     # -- registry -------------------------------------------------------------------------------
     def _register(self, run_id: str, iteration: int, metrics: dict[str, Any], workspace_id: str,
@@ -217,44 +233,62 @@ class Tracker:
             decisions["ensemble"] = self.register_version(
                 run_id, "ensemble", EnsemblePyfunc(), artifacts, signature,
                 metrics.get("ensemble", {}).get(metric), iteration, workspace_id, always=True,
-                dataset_rev=dataset_rev)
+                dataset_rev=dataset_rev, defer_aliases=True)
             if cfg.tracking.register_members:
                 for name in names:
                     decisions[name] = self.register_version(
                         run_id, name, MemberPyfunc(), {"member": str(model_dir / name)}, None,
                         metrics.get("members", {}).get(name, {}).get(metric), iteration, workspace_id, always=False,
-                        dataset_rev=dataset_rev)
+                        dataset_rev=dataset_rev, defer_aliases=True)
         return decisions
 
     def register_version(self, run_id: str, label: str, python_model: Any, artifacts: dict[str, str],
                       signature: Any, value: float | None, iteration: int, workspace_id: str,
-                      *, always: bool, dataset_rev: str = "") -> dict[str, Any]:
-        """Register one model version (staging), then promote it to production if it passes."""
+                      *, always: bool, dataset_rev: str = "", defer_aliases: bool = False) -> dict[str, Any]:
+        """Register one model version (staging), then promote it to production if it passes.
+
+        ``defer_aliases``: only register and tag; the caller sets the aliases (:meth:`_set_aliases`)
+        once the run is complete.
+        """
         cfg = self.config.tracking
         registered = f"{cfg.model_prefix}-{label}"
         production, production_version = self._production(registered)
         ok, reason = passes_gate(value, production, cfg.gate_tolerance) if value is not None else (False, "no metric")
         if not always and not ok:
             return {"registered": False, "reason": reason}
-        with self.mlflow.start_run(run_id=run_id, nested=True):
+        # MLflow prints "Successfully registered model ..." straight to stderr; keep it a log event.
+        with self.mlflow.start_run(run_id=run_id, nested=True), redirect_stderr(io.StringIO()) as printed:
             info = self.mlflow.pyfunc.log_model(
                 name=label, python_model=python_model, artifacts=artifacts, signature=signature,
                 registered_model_name=registered, pip_requirements=["sentirefine"], await_registration_for=60,
             )
+        if printed.getvalue().strip():
+            log_event(log, "mlflow_output", level=logging.DEBUG, model=registered, text=printed.getvalue().strip())
         version = str(info.registered_model_version)
+        crash_point(f"register:{label}_after_log_model")
         version_tags = {"iteration": str(iteration), "workspace": workspace_id, "run_id": run_id,
                         f"gold_{cfg.gate_metric}": "" if value is None else f"{value:.6f}",
                         "promotion": "promoted" if ok else "rejected", "promotion_reason": reason,
                         "previous_production": production_version or "", "dataset_rev": dataset_rev}
         for key, tag_value in version_tags.items():
             self.client.set_model_version_tag(registered, version, key, tag_value)
+        decision = {"registered": True, "version": version, "promoted": ok, "reason": reason,
+                    "model": registered, "label": label}
+        if not defer_aliases:
+            self._set_aliases(decision)
+        log_event(log, "model_registered", model=registered, version=version, promoted=ok, reason=reason)
+        return decision
+
+    def _set_aliases(self, decision: dict[str, Any]) -> None:
+        """``staging`` on a registered version, and ``production`` if it passed the gate."""
+        registered, version, label = decision["model"], decision["version"], decision["label"]
         self.client.set_registered_model_alias(registered, "staging", version)
         self._legacy_stage(registered, version, "Staging")
-        if ok:
+        crash_point(f"register:{label}_after_staging_alias")
+        if decision["promoted"]:
             self.client.set_registered_model_alias(registered, "production", version)
             self._legacy_stage(registered, version, "Production")
-        log_event(log, "model_registered", model=registered, version=version, promoted=ok, reason=reason)
-        return {"registered": True, "version": version, "promoted": ok, "reason": reason}
+            crash_point(f"register:{label}_after_production_alias")
 
     def _production(self, registered: str) -> tuple[float | None, str | None]:
         """Gate metric and version number of the current production version (None, None if none)."""
@@ -274,6 +308,24 @@ class Tracker:
                                                            archive_existing_versions=stage == "Production")
         except Exception as exc:
             log_event(log, "legacy_stage_skipped", level=logging.DEBUG, model=registered, error=str(exc))
+
+    def log_report(self, workspace_id: str, path: Path) -> str | None:
+        """Attach the HTML report to this workspace's latest command run (its parent run).
+
+        The report is written after the command that produced its numbers, so it goes to that
+        finished run rather than opening a run of its own; returns the run id (None: no run).
+        """
+        if not self.enabled:
+            return None
+        runs = self.client.search_runs([self.experiment_id],
+                                       filter_string=f"tags.`sentirefine.workspace` = '{workspace_id}'",
+                                       order_by=["attributes.start_time DESC"], max_results=50)
+        parent = next((r for r in runs if "sentirefine.command" in r.data.tags), None)
+        if parent is None:
+            return None
+        self.client.log_artifact(parent.info.run_id, str(path), artifact_path="report")
+        log_event(log, "report_logged", run_id=parent.info.run_id, path=str(path))
+        return parent.info.run_id
 
     def _discard_partial(self, workspace_id: str, iteration: int) -> None:
         """Delete what an interrupted earlier attempt at this iteration logged or registered."""

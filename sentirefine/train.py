@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from sentirefine.config import Config
 from sentirefine.ensemble import (
@@ -30,7 +31,7 @@ from sentirefine.ensemble import (
 )
 from sentirefine.errors import TrainingError
 from sentirefine.faults import crash_point
-from sentirefine.logs import log_event, stage_log
+from sentirefine.logs import log_event, progress_disabled, stage_log
 from sentirefine.metrics import classification_metrics, confusion
 from sentirefine.models import SentimentModel, build_model, load_model
 from sentirefine.models.batching import release_memory, resolve_device
@@ -40,20 +41,33 @@ from sentirefine.workspace import iteration_dir
 log = logging.getLogger(__name__)
 
 
+def check_trainable(store: Store) -> None:
+    """Fail before any bookkeeping is written if the train split cannot train a classifier."""
+    rows, classes, label = store.conn.execute(
+        "SELECT count(*), count(DISTINCT current_label), min(current_label) FROM sentences "
+        "WHERE split='train' AND frozen=0"
+    ).fetchone()
+    if rows == 0:
+        train, gold = store.count("train"), store.count("gold")
+        if train:
+            raise TrainingError(f"all {train} train rows of {store.path} are frozen (oscillating labels)",
+                                hint="`sentirefine rollback` to an earlier iteration, or review the frozen rows")
+        raise TrainingError(f"the train split is empty (0 train rows, {gold} gold rows) in {store.path}",
+                            hint="import a training file first (gold rows are never trained on)")
+    if classes < 2:
+        raise TrainingError(
+            f"the train split holds a single class ({label}) in {store.path}: a classifier cannot be trained",
+            hint="import data with both labels (0 and 1)",
+        )
+
+
 def training_set(store: Store) -> tuple[list[str], np.ndarray]:
     """Texts and current labels of the train split, without frozen (oscillating) rows."""
+    check_trainable(store)
     rows = store.conn.execute(
         "SELECT text, current_label FROM sentences WHERE split='train' AND frozen=0 ORDER BY sid"
     ).fetchall()
-    labels = np.array([r[1] for r in rows], dtype=np.int64)
-    if len(rows) == 0:
-        raise TrainingError("the train split is empty", hint="import a training file first")
-    if len(np.unique(labels)) < 2:
-        raise TrainingError(
-            f"the train split holds a single class ({int(labels[0])}): a classifier cannot be trained",
-            hint="import data with both labels (0 and 1)",
-        )
-    return [r[0] for r in rows], labels
+    return [r[0] for r in rows], np.array([r[1] for r in rows], dtype=np.int64)
 
 
 def train_members(config: Config, store: Store, iteration: int) -> dict[str, dict[str, Any]]:
@@ -115,8 +129,11 @@ def evaluate_members(config: Config, store: Store, iteration: int, pool: Ensembl
     texts = [g[0] for g in gold]
     labels = np.array([g[1] for g in gold], dtype=np.int64)
     names = config.models.order
-    raw = pool.member_probs([iteration_dir(config, iteration) / n for n in names], texts)
-    members = {n: classification_metrics(labels, raw[:, i]) for i, n in enumerate(names)}
+    with tqdm(total=len(texts), desc=f"iter {iteration} evaluate", unit="row", disable=progress_disabled(),
+              leave=False) as bar:
+        raw = pool.member_probs([iteration_dir(config, iteration) / n for n in names], texts, progress=bar.update)
+    members = {n: {**classification_metrics(labels, raw[:, i]), "confusion": confusion(labels, raw[:, i] > 0.5)}
+               for i, n in enumerate(names)}
     temperatures = [fit_temperature(raw[:, i], labels) if config.ensemble.calibrate else 1.0
                     for i in range(len(names))]
     probs = apply_temperature(raw, temperatures)

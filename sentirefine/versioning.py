@@ -15,6 +15,7 @@ CLI, whose interface is the stable one.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import subprocess
@@ -34,7 +35,7 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 SNAPSHOT = Path("snapshots") / "sentences.parquet"
 COLUMNS = ("id", "text", "original_label", "current_label", "label_source", "confidence", "split")
 _IGNORED = ["*.db", "*.db-wal", "*.db-shm", "models/", "mlartifacts/", "rejects/", "dvc-remote/",
-            ".sentirefine.lock", ".sentirefine.owner", "*.tmp/", "*.old/"]
+            ".sentirefine.lock", ".sentirefine.owner", "*.tmp/", "*.old/", "pretrained/", "pretrained-work/"]
 
 
 class VersioningError(SentirefineError):
@@ -106,24 +107,49 @@ def export_parquet(store: Store, path: Path, chunk_size: int) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".parquet.tmp")
     rows, last = 0, 0
-    with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-        while True:
-            batch = store.conn.execute(
-                f"SELECT sid, {', '.join(COLUMNS)} FROM sentences WHERE sid > ? ORDER BY sid LIMIT ?",
-                (last, chunk_size),
-            ).fetchall()
-            if not batch:
-                break
-            columns = list(zip(*[r[1:] for r in batch], strict=True))
-            writer.write_table(pa.table(dict(zip(COLUMNS, columns, strict=True)), schema=schema))
-            rows += len(batch)
-            last = batch[-1][0]
+    try:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            while True:
+                batch = store.conn.execute(
+                    f"SELECT sid, {', '.join(COLUMNS)} FROM sentences WHERE sid > ? ORDER BY sid LIMIT ?",
+                    (last, chunk_size),
+                ).fetchall()
+                if not batch:
+                    break
+                columns = list(zip(*[r[1:] for r in batch], strict=True))
+                writer.write_table(pa.table(dict(zip(COLUMNS, columns, strict=True)), schema=schema))
+                rows += len(batch)
+                last = batch[-1][0]
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a half-written export (disk full) must not take space or be mistaken
+        raise
     tmp.replace(path)
     return rows
 
 
 def snapshot(config: Config, store: Store, iteration: int, chunk_size: int) -> dict[str, Any]:
-    """Export, ``dvc add``, commit, tag (and push): the labels after ``iteration``. Idempotent."""
+    """Export, ``dvc add``, commit, tag (and push): the labels after ``iteration``. Idempotent.
+
+    A full disk (or any I/O failure) while exporting, caching or pushing becomes a
+    :class:`VersioningError` (exit 8): the store is only read here, the half-written export is a
+    ``.tmp`` file, earlier tags are untouched, and the stage reruns on the next ``refine``.
+    """
+    from dvc.exceptions import DvcException
+
+    try:
+        return _snapshot(config, store, iteration, chunk_size)
+    except (OSError, DvcException) as exc:
+        full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left" in str(exc)
+        raise VersioningError(
+            f"snapshot of iteration {iteration} failed in {config.workspace.resolve()}"
+            f"{' (disk full)' if full else ''}: {type(exc).__name__}: {exc}",
+            hint="free space (workspace, its .dvc/cache and the DVC remote), then run `sentirefine refine` "
+                 "again: it resumes at the snapshot" if full else
+                 "check the workspace and the DVC remote, then run `sentirefine refine` again to resume",
+        ) from exc
+
+
+def _snapshot(config: Config, store: Store, iteration: int, chunk_size: int) -> dict[str, Any]:
     from dvc.repo import Repo
 
     _quiet_dvc()
@@ -132,24 +158,35 @@ def snapshot(config: Config, store: Store, iteration: int, chunk_size: int) -> d
     ensure_repo(config)
     tag = tag_name(config, iteration)
     if _git(ws, "rev-parse", "-q", "--verify", f"refs/tags/{tag}", check=False).returncode == 0:
-        return {"tag": tag, "reused": True}
+        # Tagged by an attempt that died before the stage was recorded: it may not have pushed.
+        return {"tag": tag, "reused": True, "pushed": _push(config, ws)}
     rows = export_parquet(store, ws / SNAPSHOT, chunk_size)
     crash_point("snapshot_after_export")
     with Repo(str(ws)) as repo:
         repo.scm_context.quiet = True  # no "to track the changes with git, run ..." hint: we commit below
         repo.add([str(ws / SNAPSHOT)])
+    crash_point("snapshot_after_dvc_add")
     _git(ws, "add", f"{SNAPSHOT}.dvc", str(SNAPSHOT.parent / ".gitignore"))
     if _git(ws, "diff", "--cached", "--quiet", check=False).returncode != 0:
         _git(ws, "commit", "-q", "-m", f"data: labels after iteration {iteration}")
     crash_point("snapshot_before_tag")
     _git(ws, "tag", tag)
-    pushed = False
-    if config.versioning.push:
-        with Repo(str(ws)) as repo:
-            repo.push([str(ws / SNAPSHOT)])
-        pushed = True
+    crash_point("snapshot_after_tag")
+    pushed = _push(config, ws)
     log_event(log, "snapshot_done", iteration=iteration, tag=tag, rows=rows, pushed=pushed)
     return {"tag": tag, "rows": rows, "pushed": pushed}
+
+
+def _push(config: Config, ws: Path) -> bool:
+    """Push the snapshot to the remote if configured (idempotent: DVC skips what is there)."""
+    if not config.versioning.push:
+        return False
+    from dvc.repo import Repo
+
+    with Repo(str(ws)) as repo:
+        repo.push([str(ws / SNAPSHOT)])
+    crash_point("snapshot_after_push")
+    return True
 
 
 def read_snapshot(config: Config, rev: str) -> Any:

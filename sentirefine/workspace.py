@@ -16,7 +16,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from sentirefine.config import Config
-from sentirefine.errors import WorkspaceBusyError
+from sentirefine.errors import StoreError, WorkspaceBusyError
 from sentirefine.store import Store
 
 
@@ -34,6 +34,12 @@ def locked(config: Config) -> Iterator[None]:
         raise WorkspaceBusyError(
             f"workspace {config.workspace} is in use by another sentirefine process (pid {owner})",
             hint="wait for it to finish, or stop it; `sentirefine status` is safe to run meanwhile",
+        ) from exc
+    except OSError as exc:  # after Timeout (itself an OSError): a read-only workspace, not a traceback
+        raise StoreError(
+            f"cannot take the workspace lock {lock_path}: {exc.strerror or exc}",
+            hint="the workspace must be writable (check permissions, a read-only mount, free space); "
+                 "`sentirefine status` only reads",
         ) from exc
     try:
         owner_path.write_text(str(os.getpid()))

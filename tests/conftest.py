@@ -10,11 +10,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_config import TINY_CONFIG
 
 from sentirefine import demo
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Tests never talk to the real Gemini: an LLM test sets its own key and points it at a loopback stub.
+for _name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY"):
+    os.environ.pop(_name, None)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -41,20 +45,6 @@ def tiny_corpus(tmp_path_factory) -> tuple[Path, Path]:
     """600 train + 200 gold real reviews (NSMC, from the bundled demo files)."""
     root = tmp_path_factory.mktemp("corpus")
     return _head(demo.TRAIN, root / "train.tsv", 600), _head(demo.GOLD, root / "gold.tsv", 200)
-
-
-TINY_CONFIG = {
-    "store": {"chunk_size": 150},
-    "models": {
-        "lexicon": {"min_count": 1},
-        "lstm": {"embedding_dim": 16, "hidden_dim": 16, "epochs": 2, "max_len": 24, "vocab_size": 3000},
-        "bilstm": {"embedding_dim": 16, "hidden_dim": 16, "epochs": 2, "max_len": 24, "vocab_size": 3000},
-        "bert": {"max_train_rows": 64, "max_len": 16, "freeze_layers": 5, "batch_size": 16},
-    },
-    "ensemble": {"workers": 2, "predict_batch_rows": 128},
-    "refine": {"max_iterations": 2, "threshold": {"start": 0.6, "step": 0.1, "max": 0.9}},
-    "logging": {"format": "json"},
-}
 
 
 @pytest.fixture

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from sentirefine.config import Config
 
 FORMAT_VERSION = 1
+# What to do about a checkpoint that exists but cannot be read (shared by every member).
+DAMAGED_HINT = ("the checkpoint is damaged: restore it from a backup, or `sentirefine rollback` to an earlier "
+                "iteration and run `sentirefine refine` to retrain it")
 _CARD = "model.json"
 
 
@@ -120,7 +123,7 @@ def load_model(directory: Path, *, device: str = "cpu") -> SentimentModel:
         card = json.loads(card_path.read_text(encoding="utf-8"))
         cls = SentimentModel._registry[card["kind"]]
     except (ValueError, KeyError) as exc:
-        raise ModelLoadError(f"model card {card_path} is corrupt: {exc!r}") from exc
+        raise ModelLoadError(f"model card {card_path} is corrupt: {exc!r}", hint=DAMAGED_HINT) from exc
     if card.get("format_version") != FORMAT_VERSION:
         raise ModelLoadError(
             f"model at {directory} has format {card.get('format_version')}, expected {FORMAT_VERSION}"
@@ -160,5 +163,9 @@ def build_model(name: str, config: Config) -> SentimentModel:
         "bert": BertModel,
     }
     section = getattr(config.models, name)
+    if name == "bert":
+        from sentirefine.models.bert import resolve_checkpoint
+
+        section = resolve_checkpoint(section, config)
     device = resolve_device(config.models.device)
     return classes[name](name, section, device=device, seed=config.models.seed)

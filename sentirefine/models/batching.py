@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from sentirefine.errors import TrainingError
+from sentirefine.logs import progress_disabled
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,8 @@ def run_in_batches(
     from tqdm import tqdm
 
     done = 0
-    with tqdm(total=len(order), desc=context, unit="row", disable=None if progress else True, leave=False) as bar:
+    with tqdm(total=len(order), desc=context, unit="row", disable=progress_disabled() if progress else True,
+              leave=False) as bar:
 
         def work(size: int) -> None:
             nonlocal done

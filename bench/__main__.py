@@ -1,0 +1,198 @@
+"""``python -m bench <quality|stages|speed|memory|report>``: run benchmarks, write JSON + BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench import arms as arm_specs
+from bench import data, machine, noise, render
+from sentirefine.logs import configure_logging
+
+# The runners (torch, the loop) are imported inside the commands that need them: `report`
+# and `--help` stay fast.
+
+SCRATCH = data.REPO / "bench" / ".scratch"
+ALL_MEMBERS = "lexicon,lstm,bilstm,bert"
+
+
+def _common(p: argparse.ArgumentParser, size: int) -> None:
+    p.add_argument("--data", default="nsmc", help="nsmc (../shared/data/nsmc) or demo (bundled 8k/2k sample)")
+    p.add_argument("--size", type=int, default=size, help="train rows (fixed-seed subset)")
+    p.add_argument("--gold-size", type=int, default=5000, help="gold rows (fixed-seed subset of NSMC test)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the subsets and of the injected noise")
+    p.add_argument("--members", default=ALL_MEMBERS, help="ensemble members (models.order)")
+    p.add_argument("--bert-rows", type=int, default=4000, help="models.bert.max_train_rows (CPU budget)")
+    p.add_argument("--config", type=Path, default=None, help="sentirefine YAML applied under the bench overrides")
+    p.add_argument("--workers", default=None, help="ensemble.workers (default: the config's)")
+    p.add_argument("--scratch", type=Path, default=SCRATCH, help="where the per-arm workspaces go")
+    p.add_argument("--results", type=Path, default=machine.RESULTS, help="where result JSON files go")
+    p.add_argument("--smoke", action="store_true", help="mark results as a smoke run (also implied by --size<5000)")
+    p.add_argument("--contended", action="store_true", help="mark results as taken on a shared, busy machine")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    q = sub.add_parser("quality", help="noise removed and gold accuracy per arm")
+    _common(q, 20_000)
+    q.add_argument("--noise", default=",".join(noise.NOISE_KINDS), help="noise kinds, comma-separated")
+    q.add_argument("--arms", default=None, help=f"comma-separated, from {', '.join(arm_specs.ARMS)}")
+    q.add_argument("--max-iterations", type=int, default=None, help="refine.max_iterations (default: config's)")
+    q.add_argument("--full-stack", action="store_true", help="keep MLflow tracking and DVC snapshots on")
+    q.add_argument("--keep-workspaces", action="store_true", help="keep each arm's workspace (default: deleted)")
+    s = sub.add_parser("stages", help="time per iteration by stage (default config, full stack)")
+    _common(s, 20_000)
+    s.add_argument("--max-iterations", type=int, default=2)
+    sp = sub.add_parser("speed", help="Pool(1) vs Pool(2) throughput, bulk updates, export")
+    _common(sp, 20_000)
+    sp.add_argument("--predict-rows", type=int, default=4000)
+    sp.add_argument("--update-rows", type=int, default=150_000)
+    sp.add_argument("--rowwise-rows", type=int, default=2000)
+    sp.add_argument("--chunk-size", type=int, default=5000)
+    m = sub.add_parser("memory", help="peak RSS of import and predict at two table sizes")
+    _common(m, 0)
+    m.add_argument("--sizes", default="150000,500000",
+                   help="train rows wanted (NSMC train, then extra.tsv.gz: 429,709 at most)")
+    m.set_defaults(gold_size=50_000)  # the whole NSMC test: 200k and ~480k rows in the table
+    m.add_argument("--chunk-size", type=int, default=5000)
+    r = sub.add_parser("report", help="render BENCHMARKS.md from the result files")
+    r.add_argument("--results", type=Path, default=machine.RESULTS)
+    r.add_argument("--out", type=Path, default=data.REPO / "BENCHMARKS.md")
+    return ap
+
+
+def _overrides(args: argparse.Namespace, full_stack: bool = False, max_iterations: int | None = None) -> dict:
+    members = [m.strip() for m in args.members.split(",") if m.strip()]
+    models: dict[str, Any] = {"order": members}
+    if "bert" in members and args.bert_rows:
+        models["bert"] = {"max_train_rows": args.bert_rows}
+    out: dict[str, Any] = {"models": models, "tracking": {"enabled": full_stack},
+                           "versioning": {"enabled": full_stack}, "logging": {"level": "WARNING"},
+                           # The ensemble loop alone: an API key in the environment must not change results.
+                           "llm": {"enabled": False, "critique": False}}
+    if args.workers is not None:
+        out["ensemble"] = {"workers": args.workers if args.workers == "auto" else int(args.workers)}
+    if max_iterations is not None:
+        out["refine"] = {"max_iterations": max_iterations}
+    return out
+
+
+def _inputs(args: argparse.Namespace) -> tuple[Path, Path, data.Source]:
+    src = data.source(args.data)
+    folder = args.scratch / "data"
+    train = folder / f"train-{src.name}-{args.size}-s{args.seed}.tsv"
+    gold = folder / f"gold-{src.name}-{args.gold_size}-s{args.seed}.tsv"
+    if not train.is_file():
+        data.subset(src.train, args.size, args.seed, train)
+    if not gold.is_file():
+        data.subset(src.gold, args.gold_size, args.seed, gold)
+    return train, gold, src
+
+
+def _meta(args: argparse.Namespace, src: data.Source, **extra: Any) -> dict[str, Any]:
+    smoke = args.smoke or (args.size and args.size < 5000) or src.name == "demo"
+    return {**machine.header(smoke=bool(smoke), contended=args.contended), "data": src.name,
+            "size": args.size, "gold_size": getattr(args, "gold_size", None), "seed": args.seed,
+            "members": args.members.split(","), **extra}
+
+
+def cmd_quality(args: argparse.Namespace) -> list[Path]:
+    from bench import quality
+    from bench.workspaces import Setup
+
+    train, gold, src = _inputs(args)
+    paths = []
+    for kind in [k.strip() for k in args.noise.split(",") if k.strip()]:
+        overrides = _overrides(args, args.full_stack, args.max_iterations)
+        setup = Setup(train, gold, noise.rate(kind), args.seed, quality.scratch_dir(args.scratch, kind, args.size),
+                      args.config, overrides)
+        chosen = arm_specs.parse(args.arms, kind)
+        limit = args.max_iterations or setup.config("_probe").refine.max_iterations
+        results = quality.run_all(setup, chosen, limit, keep=args.keep_workspaces)
+        payload = {**_meta(args, src, overrides=overrides), "benchmark": "quality", "noise": kind,
+                   "noise_rate": noise.NOISE_KINDS[kind], "arms": results}
+        paths.append(machine.save(args.results, f"quality-{kind}-{args.size}", payload))
+    return paths
+
+
+def cmd_stages(args: argparse.Namespace) -> list[Path]:
+    from bench import quality
+    from bench.workspaces import Setup
+
+    train, gold, src = _inputs(args)
+    overrides = _overrides(args, full_stack=True, max_iterations=args.max_iterations)
+    setup = Setup(train, gold, noise.rate("uniform20"), args.seed, args.scratch / f"stages-{args.size}",
+                  args.config, overrides)
+    runner = quality.QualityRun(setup, args.max_iterations)
+    result = runner.run(arm_specs.ARMS["sentirefine"])
+    boot = runner.bootstrap()
+    payload = {**_meta(args, src, overrides=overrides), "benchmark": "stages", "noise": "uniform20",
+               "bootstrap": {"seconds": boot["seconds"],
+                             "train_seconds": {n: t.get("seconds") for n, t in boot["metrics"]["training"].items()}},
+               "iterations": result.get("per_iteration", [])}
+    return [machine.save(args.results, f"stages-{args.size}", payload)]
+
+
+def cmd_speed(args: argparse.Namespace) -> list[Path]:
+    from bench import speed
+    from bench.workspaces import Setup, create
+
+    train, gold, src = _inputs(args)
+    setup = Setup(train, gold, 0.0, args.seed, args.scratch, args.config, _overrides(args))
+    cfg = setup.config(f"speed-{args.size}")
+    create(cfg, setup, noisy=False)
+    result = speed.run(cfg, predict_rows=args.predict_rows, update_rows=args.update_rows,
+                       rowwise_rows=args.rowwise_rows, chunk=args.chunk_size)
+    payload = {**_meta(args, src), "benchmark": "speed", **result}
+    return [machine.save(args.results, f"speed-{args.size}", payload)]
+
+
+def cmd_memory(args: argparse.Namespace) -> list[Path]:
+    from bench import memory
+
+    src = data.source(args.data)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    folder = args.scratch / "memory"
+    gold = folder / "gold.tsv"
+    data.subset(src.gold, args.gold_size, args.seed, gold)
+    runs = {}
+    for n in sizes:
+        train = folder / f"train-{n}.tsv"
+        n = data.head([p for p in (src.train, src.extra) if p is not None], n, train)  # what exists
+        ws = folder / f"ws-{n}"
+        shutil.rmtree(ws, ignore_errors=True)
+        runs[str(n)] = memory.measure(ws, train, gold, args.chunk_size)
+        shutil.rmtree(ws, ignore_errors=True)
+        train.unlink()
+        print(f"[bench] memory at {n} train rows: {runs[str(n)]}")
+    sizes = [int(k) for k in runs]
+    args.size = max(sizes)
+    payload = {**_meta(args, src), "benchmark": "memory", "chunk_size": args.chunk_size, "sizes": sizes,
+               "runs": runs}
+    return [machine.save(args.results, "memory", payload)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "memory-child":
+        from bench import memory
+
+        configure_logging("json", "WARNING")
+        memory.child_main(argv[1:])
+        return
+    args = _parser().parse_args(argv)
+    configure_logging("json", "WARNING")
+    if args.cmd == "report":
+        print(f"[bench] wrote {render.write(args.results, args.out)}")
+        return
+    commands = {"quality": cmd_quality, "stages": cmd_stages, "speed": cmd_speed, "memory": cmd_memory}
+    for path in commands[args.cmd](args):
+        print(f"[bench] wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

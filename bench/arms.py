@@ -1,0 +1,55 @@
+"""The arms of the quality benchmark: what each one changes, as data.
+
+``kind`` says how the arm runs (see :mod:`bench.quality`); ``overrides`` are sentirefine config
+overrides on top of the shared base, so an ablation is exactly one documented config change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    kind: str  # none | clean | cleanlab | loop
+    doc: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    variant: str = ""
+
+
+ARMS: dict[str, Arm] = {a.name: a for a in [
+    Arm("none", "none", "members trained on the noisy labels (floor)"),
+    Arm("cleanlab_flip", "cleanlab", "cleanlab find_label_issues on out-of-fold ensemble probabilities; "
+        "flagged labels flipped, members refitted", variant="flip"),
+    Arm("cleanlab_remove", "cleanlab", "same flags; flagged rows removed from training, members refitted",
+        variant="remove"),
+    Arm("sentirefine", "loop", "sentirefine with the default config"),
+    Arm("sr_insample", "loop", "ablation: every member predicts in-sample (ensemble.cross_fit: [])",
+        {"ensemble": {"cross_fit": []}}),
+    Arm("sr_crossfit_rnn", "loop", "ablation: lexicon, LSTM and BiLSTM cross-fitted (costly: k fits each)",
+        {"ensemble": {"cross_fit": ["lexicon", "lstm", "bilstm"]}}),
+    Arm("sr_fixed", "loop", "ablation: fixed threshold (refine.threshold.step: 0)",
+        {"refine": {"threshold": {"step": 0.0}}}),
+    Arm("sr_perclass", "loop", "ablation: class-wise thresholds (refine.threshold.per_class: {0: 0.05}: "
+        "a flip to negative needs 5 points more confidence)",
+        {"refine": {"threshold": {"per_class": {0: 0.05}}}}),
+    Arm("clean", "clean", "members trained on the true labels (ceiling)"),
+]}
+
+# The default set: ablations only where the targets are defined (20% uniform noise).
+DEFAULT_ARMS = ["none", "cleanlab_flip", "cleanlab_remove", "sentirefine", "clean"]
+ABLATIONS = ["sr_insample", "sr_fixed", "sr_perclass"]
+
+
+def default_arms(noise: str) -> list[str]:
+    return DEFAULT_ARMS[:4] + ABLATIONS + DEFAULT_ARMS[4:] if noise == "uniform20" else list(DEFAULT_ARMS)
+
+
+def parse(names: str | None, noise: str) -> list[Arm]:
+    chosen = default_arms(noise) if not names else [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in chosen if n not in ARMS]
+    if unknown:
+        raise SystemExit(f"unknown arm(s) {unknown}: choose from {', '.join(ARMS)}")
+    return [ARMS[n] for n in chosen]

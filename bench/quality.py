@@ -1,0 +1,151 @@
+"""Quality benchmark: how much injected noise each arm removes and what it buys the models.
+
+One run = one noise kind at one size: the shared noisy bootstrap (members fitted on the noisy
+labels, evaluated on gold) is the ``none`` arm and the starting point of every loop arm and of
+cleanlab's ensemble weights; ``clean`` refits on the true labels; ``cleanlab_*`` refit after
+cleanlab's flags are applied; loop arms run ``sentirefine.loop.refine`` with their overrides.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import cleanlab_arm
+from bench.arms import Arm
+from bench.detection import label_scores
+from bench.workspaces import Setup, clone, create
+from sentirefine import loop
+from sentirefine.workspace import locked, open_store
+
+BOOTSTRAP = "_bootstrap"
+
+
+def _gold(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Gold accuracy/F1 of each member and of the ensemble, from an iteration's metrics."""
+    pick = ("accuracy", "f1", "log_loss")
+    return {
+        "members": {n: {k: m.get(k) for k in pick} for n, m in metrics.get("members", {}).items()},
+        "ensemble": {k: metrics.get("ensemble", {}).get(k) for k in pick},
+    }
+
+
+def _iteration_rows(store) -> list[dict[str, Any]]:
+    out = []
+    for it in store.iterations():
+        m = it["metrics"]
+        out.append({
+            "iteration": it["iteration"],
+            "threshold": m.get("threshold"),
+            "corrected": (m.get("corrected_to_0") or 0) + (m.get("corrected_to_1") or 0),
+            "label_accuracy": m.get("label_accuracy"),
+            "ensemble_gold_accuracy": m.get("ensemble", {}).get("accuracy"),
+            "stage_seconds": m.get("stage_seconds", {}),
+            "train_seconds": {n: t.get("seconds") for n, t in m.get("training", {}).items()},
+            "seconds": m.get("seconds"),
+        })
+    return out
+
+
+class QualityRun:
+    """Runs the arms of one noise setting, sharing the noisy bootstrap between them."""
+
+    def __init__(self, setup: Setup, max_iterations: int) -> None:
+        self.setup = setup
+        self.max_iterations = max_iterations
+        self._boot: dict[str, Any] | None = None
+
+    def bootstrap(self) -> dict[str, Any]:
+        """The noisy-label bootstrap (built once per run)."""
+        if self._boot is None:
+            cfg = self.setup.config(BOOTSTRAP)
+            t0 = time.perf_counter()
+            create(cfg, self.setup)
+            with locked(cfg), open_store(cfg) as store:
+                metrics = loop.bootstrap(cfg, store)
+                evaluation = store.stage_info(0, "evaluate") or {}
+                scores = label_scores(store)
+            self._boot = {"metrics": metrics, "evaluation": evaluation, "labels": scores,
+                          "seconds": round(time.perf_counter() - t0, 1), "workspace": cfg.workspace}
+        return self._boot
+
+    def run(self, arm: Arm) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        out = getattr(self, f"_{arm.kind}")(arm)
+        out.update(arm=arm.name, doc=arm.doc, overrides=arm.overrides,
+                   wall_seconds=round(time.perf_counter() - t0, 1))
+        return out
+
+    def _none(self, arm: Arm) -> dict[str, Any]:
+        boot = self.bootstrap()
+        return {"labels": boot["labels"], "gold": _gold(boot["metrics"]), "iterations": 0, "converged": None,
+                "own_seconds": boot["seconds"], "shared_bootstrap_seconds": 0.0}
+
+    def _clean(self, arm: Arm) -> dict[str, Any]:
+        cfg = self.setup.config(arm.name, arm.overrides)
+        create(cfg, self.setup, noisy=False)
+        with locked(cfg), open_store(cfg) as store:
+            metrics = loop.bootstrap(cfg, store)
+            return {"labels": label_scores(store), "gold": _gold(metrics), "iterations": 0, "converged": None,
+                    "shared_bootstrap_seconds": 0.0}
+
+    def _cleanlab(self, arm: Arm) -> dict[str, Any]:
+        boot = self.bootstrap()
+        cfg = self.setup.config(arm.name, arm.overrides)
+        create(cfg, self.setup)
+        flags_file = self.setup.scratch / "cleanlab_flags.json"
+        with locked(cfg), open_store(cfg) as store:
+            if flags_file.is_file():
+                flags = json.loads(flags_file.read_text(encoding="utf-8"))
+            else:
+                flags = cleanlab_arm.find_issues(cfg, store, boot["evaluation"])
+                flags_file.write_text(json.dumps(flags), encoding="utf-8")
+            applied = cleanlab_arm.apply(store, flags["flagged_ids"], arm.variant)
+            metrics = loop.bootstrap(cfg, store)
+            scores = label_scores(store, removed_mode=arm.variant == "remove")
+        info = {k: v for k, v in flags.items() if k != "flagged_ids"}
+        return {"labels": scores, "gold": _gold(metrics), "iterations": 0, "converged": None,
+                "cleanlab": {**info, "flagged": len(flags["flagged_ids"]), "applied": applied},
+                "shared_bootstrap_seconds": boot["seconds"]}
+
+    def _loop(self, arm: Arm) -> dict[str, Any]:
+        boot = self.bootstrap()
+        cfg = self.setup.config(arm.name, arm.overrides)
+        clone(boot["workspace"], cfg)
+        with locked(cfg), open_store(cfg) as store:
+            result = loop.refine(cfg, store, max_iterations=self.max_iterations)
+            finished = [it for it in store.iterations() if it["finished_at"]]
+            return {"labels": label_scores(store), "gold": _gold(finished[-1]["metrics"]),
+                    "iterations": len([it for it in finished if it["iteration"] > 0]),
+                    "converged": result.stop_reason.startswith("converged"), "stop_reason": result.stop_reason,
+                    "per_iteration": _iteration_rows(store), "shared_bootstrap_seconds": boot["seconds"]}
+
+
+def run_all(setup: Setup, arms: list[Arm], max_iterations: int, *, keep: bool = False,
+            progress=print) -> list[dict[str, Any]]:
+    """Every arm in order; a stale cleanlab flag cache from an earlier run is removed first.
+
+    Unless ``keep``, each arm's workspace is deleted once measured (checkpoints of every
+    iteration add up to gigabytes over a full run), the shared bootstrap at the end.
+    """
+    (setup.scratch / "cleanlab_flags.json").unlink(missing_ok=True)
+    runner = QualityRun(setup, max_iterations)
+    results = []
+    for arm in arms:
+        progress(f"[bench] arm {arm.name} ...")
+        results.append(runner.run(arm))
+        r = results[-1]
+        progress(f"[bench] arm {arm.name}: label F1 {r['labels']['f1']}, "
+                 f"ensemble gold acc {r['gold']['ensemble']['accuracy']}, {r['wall_seconds']} s")
+        if not keep and arm.kind != "none":
+            shutil.rmtree(setup.scratch / arm.name, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(setup.scratch / BOOTSTRAP, ignore_errors=True)
+    return results
+
+
+def scratch_dir(base: Path, noise: str, size: int) -> Path:
+    return base / f"quality-{noise}-{size}"

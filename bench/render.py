@@ -1,0 +1,144 @@
+"""Render BENCHMARKS.md from bench/results/*.json: provenance, tables, targets met or missed.
+
+Smoke results (tiny sizes, cheap members) are shown only for a benchmark that has no full
+result yet, and every table says which it is, so a smoke number is never read as the real one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench import targets
+
+KINDS = ("quality", "stages", "speed", "memory")
+
+
+def load(results: Path) -> list[dict[str, Any]]:
+    """Result payloads of this harness (other tools' JSON files in the folder are left alone),
+    smoke ones dropped where a full result of the same benchmark exists."""
+    found = [json.loads(p.read_text(encoding="utf-8")) | {"_file": p.name} for p in sorted(results.glob("*.json"))]
+    found = [r for r in found if r.get("benchmark") in KINDS]
+    full = {r["benchmark"] for r in found if not r.get("smoke")}
+    return [r for r in found if not (r.get("smoke") and r["benchmark"] in full)]
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2f}%"
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def provenance(r: dict[str, Any]) -> list[str]:
+    m = r["machine"]
+    flags = [f for f in ("smoke", "contended") if r.get(f)]
+    tag = f" — **{' + '.join(flags).upper()} RUN: not a result, only proof the harness works**" if flags else ""
+    return [f"`{r['command']}` — {r['date']}, {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM, "
+            f"no GPU, git {r.get('git_rev')}, load average at start {r.get('load_average_at_start')}, "
+            f"data {r.get('data')} ({r.get('size')} train rows, {r.get('gold_size')} gold){tag}", ""]
+
+
+def quality(r: dict[str, Any]) -> list[str]:
+    members = r["members"]
+    head = ["arm", "detected", "precision", "recall", "F1", "clean wrongly changed", "final label acc",
+            *[f"gold acc {m}" for m in members], "gold acc ensemble", "gold F1 ensemble", "iterations", "wall s"]
+    rows = []
+    for a in r["arms"]:
+        lab, gold = a["labels"], a["gold"]
+        rows.append([f"`{a['arm']}`", _f(lab["detected"]), _f(lab["precision"]), _f(lab["recall"]), _f(lab["f1"]),
+                     _pct(lab["clean_wrongly_changed_rate"]), _f(lab["final_label_accuracy"]),
+                     *[_f(gold["members"].get(m, {}).get("accuracy")) for m in members],
+                     _f(gold["ensemble"]["accuracy"]), _f(gold["ensemble"]["f1"]),
+                     f"{a['iterations']}{' (converged)' if a.get('converged') else ''}",
+                     _f(a["wall_seconds"] + (a.get("shared_bootstrap_seconds") or 0), 0)])
+    noisy = r["arms"][0]["labels"]
+    out = [f"### Noise `{r['noise']}` ({r['noise_rate']}): {noisy['injected_errors']} of {noisy['rows']} "
+           f"train labels flipped", "", *provenance(r), *_table(head, rows), ""]
+    out += ["Arms: " + "; ".join(f"`{a['arm']}` = {a['doc']}" for a in r["arms"]) + ".",
+            "Wall s includes the shared noisy bootstrap where an arm starts from it.", ""]
+    return out
+
+
+def speed(r: dict[str, Any]) -> list[str]:
+    p1, p2 = r["throughput"]["pool1"], r["throughput"]["pool2"]
+    rows = [[k, _f(p1[k]["sentences_per_s"], 0), _f(p2[k]["sentences_per_s"], 0), _f(r["pool2_over_pool1"][k], 2)]
+            for k in p1]
+    b, e = r["bulk_update"], r["export"]
+    return ["### Speed", "", *provenance(r),
+            f"Ensemble prediction of {r['predict_rows']} train sentences (sentences/s, after a warm-up pass):", "",
+            *_table(["members", "Pool(1)", "Pool(2)", "Pool(2)/Pool(1)"], rows), "",
+            f"Bulk label update (`Store.apply_labels`, executemany in one transaction, with history rows): "
+            f"{b['bulk_rows']} rows in {b['bulk_seconds']} s = **{_f(b['bulk_rows_per_s'], 0)} rows/s**; "
+            f"row by row, one commit each: {_f(b['rowwise_rows_per_s'], 0)} rows/s ({b['speedup']}× slower).", "",
+            f"Snapshot export (`versioning.export_parquet`, chunk {e['chunk_size']}): {e['rows']} rows in "
+            f"{e['seconds']} s = **{_f(e['rows_per_s'], 0)} rows/s**, {e['parquet_mb']} MB.", ""]
+
+
+def stages(r: dict[str, Any]) -> list[str]:
+    its = [it for it in r["iterations"] if it["iteration"] > 0]
+    names = list(dict.fromkeys(k for it in its for k in it["stage_seconds"]))
+    members = list(dict.fromkeys(k for it in its for k in it.get("train_seconds", {})))
+    rows = [[str(it["iteration"]), *[_f(it["stage_seconds"].get(n), 1) for n in names],
+             *[_f(it.get("train_seconds", {}).get(m), 1) for m in members], _f(it["seconds"], 1)] for it in its]
+    boot = r["bootstrap"]
+    return [f"### Time per iteration by stage, {r['size']} train rows", "", *provenance(r),
+            f"Bootstrap: {boot['seconds']} s (fit: " + ", ".join(f"{k} {v} s" for k, v in boot["train_seconds"].items())
+            + "). The train stage is split by member on the right; predict includes the cross-fitted members' k fits.",
+            "", *_table(["iteration", *names, *[f"(train:{m})" for m in members], "total"], rows), ""]
+
+
+def memory(r: dict[str, Any]) -> list[str]:
+    rows = []
+    for n, run in r["runs"].items():
+        imp, pred = run["import"], run["predict"]
+        rows.append([n, _f(imp["peak_rss_mb"], 0), _f(pred["peak_rss_mb"], 0), _f(pred["workers_peak_rss_mb"], 0),
+                     _f(imp["seconds"], 1), _f(pred["predict_rows_per_s"], 0), _f(pred["export_rows_per_s"], 0)])
+    return [f"### Peak memory (chunk size {r['chunk_size']})", "", *provenance(r),
+            *_table(["train rows", "import peak RSS MB", "predict peak RSS MB", "pool worker peak RSS MB",
+                     "import s", "predict rows/s (lexicon)", "export rows/s"], rows), ""]
+
+
+def document(results: list[dict[str, Any]]) -> str:
+    by = {k: [r for r in results if r["benchmark"] == k] for k in KINDS}
+    out = ["# Benchmarks", "",
+           "Generated by `python -m bench report` from `bench/results/*.json` (do not edit by hand). "
+           "Reproduce with `make bench` (see README, \"Benchmarks\").", "",
+           *(["> **No full benchmark run yet.** Every number below comes from smoke runs (tiny sizes, cheap "
+              "members, a shared busy machine): they show the harness works, not how sentirefine performs.", ""]
+             if results and all(r.get("smoke") for r in results) else []),
+           "## Targets", "", *_table(["target", "measured", "status", "from"], targets.rows(results)), ""]
+    if by["quality"]:
+        out += ["## Quality: injected noise removed, and what it buys the models", ""]
+        for r in sorted(by["quality"], key=lambda r: (r["size"], r["noise"])):
+            out += quality(r)
+    if by["speed"] or by["stages"] or by["memory"]:
+        out += ["## Speed and scale", ""]
+    for r in by["speed"]:
+        out += speed(r)
+    for r in sorted(by["stages"], key=lambda r: r["size"]):
+        out += stages(r)
+    for r in by["memory"]:
+        out += memory(r)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def write(results: Path, out: Path) -> Path:
+    """BENCHMARKS.md; a hand-written ``NOTES.md`` beside the results folder (why a target is missed,
+    what the headline rows mean) is appended as it is, since that judgement cannot be generated."""
+    text = document(load(results))
+    notes = results.parent / "NOTES.md"
+    if notes.is_file():
+        text += "\n## Notes\n\n" + notes.read_text(encoding="utf-8").strip() + "\n"
+    out.write_text(text, encoding="utf-8")
+    return out

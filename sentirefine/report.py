@@ -1,0 +1,294 @@
+"""The workspace report: one self-contained HTML file a person can open, mail or archive.
+
+Everything is read from the store (``iterations.metrics``, ``label_history``,
+``sentences``, ``review_queue``), so the report can be written at any time, also for a
+workspace another machine produced. Plots are matplotlib (Agg) PNGs embedded as base64
+``data:`` URIs and the stylesheet is inline: the file loads no network asset and renders the
+same offline, in a mail attachment or an MLflow artifact view. Every text taken from the data
+(review texts, ids) is escaped with ``html.escape``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sentirefine.config import Config
+from sentirefine.store import Store
+
+AUTO_SOURCES = ("ensemble", "llm")
+_DPI = 90  # readable on screen, a few tens of kB per embedded PNG
+_CSS = """
+body{font-family:system-ui,'Noto Sans CJK KR','Malgun Gothic','Apple SD Gothic Neo',sans-serif;
+  margin:2em;color:#222;max-width:1100px}
+h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;margin-top:1.8em}
+table{border-collapse:collapse;margin:.5em 0;font-size:.85em}
+th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right;vertical-align:top}
+td.text{text-align:left;max-width:520px}th{background:#f3f3f3;text-align:center}
+figure{display:inline-block;margin:.5em}figcaption{font-size:.8em;color:#555;text-align:center}
+.flag{color:#a40000;font-weight:bold}.note{color:#666;font-style:italic}
+"""
+
+
+def report_path(config: Config) -> Path:
+    return config.workspace / "reports" / "report.html"
+
+
+def write_report(config: Config, store: Store, out: Path | None = None) -> Path:
+    """Render the report of ``store`` to ``out`` (default WORKSPACE/reports/report.html)."""
+    out = out or report_path(config)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(render_report(config, store), encoding="utf-8")
+    tmp.replace(out)  # a reader never sees half a report
+    return out
+
+
+def render_report(config: Config, store: Store) -> str:
+    """The whole HTML document as a string."""
+    its = [it for it in store.iterations() if it["finished_at"]]
+    members = list(config.models.order)
+    rows = config.report.table_rows
+    body = [
+        _overview(config, store, its),
+        "<h2>Convergence</h2>", _plots(config, store, its, members),
+        "<h2>Iterations</h2>", _iteration_table(its, members),
+        "<h2>Confusion matrices (gold, last iteration)</h2>", _confusions(its, members),
+        f"<h2>Most confident corrections (top {rows})</h2>", _confident_corrections(store, rows),
+        f"<h2>Frozen and oscillating rows (first {rows})</h2>", _frozen_rows(store, rows),
+        "<h2>LLM usage</h2>", _llm_usage(its),
+        "<h2>Bias audit</h2>", _bias_flags(its),
+    ]
+    title = f"sentirefine report: {html.escape(str(config.workspace))}"
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>"
+            f"<style>{_CSS}</style></head><body><h1>{title}</h1>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+# -- sections ----------------------------------------------------------------------------------
+def _overview(config: Config, store: Store, its: list[dict[str, Any]]) -> str:
+    last = its[-1]["metrics"] if its else {}
+    queue = store.open_review_count()
+    human = store.conn.execute("SELECT count(*) FROM sentences WHERE label_source='human'").fetchone()[0]
+    facts = [
+        ("generated", datetime.now(UTC).isoformat(timespec="seconds")),
+        ("train rows", store.count("train")), ("gold rows", store.count("gold")),
+        ("train labels now", store.label_counts("train")),
+        ("finished iterations", f"{len(its)} (last: {its[-1]['iteration']})" if its else "none"),
+        ("converged", "yes" if last.get("converged") else "no"),
+        ("ensemble gold accuracy", _num(last.get("ensemble", {}).get("accuracy"))),
+        ("open review queue", ", ".join(f"{k}: {v}" for k, v in queue.items()) or "empty"),
+        ("human labels", human),
+    ]
+    return _table(["", ""], [[k, v] for k, v in facts], id_="overview")
+
+
+def _plots(config: Config, store: Store, its: list[dict[str, Any]], members: list[str]) -> str:
+    if not its:
+        return _note("no finished iteration yet: run `sentirefine bootstrap` / `refine`")
+    refined = [it for it in its if it["iteration"] > 0]
+    x = [it["iteration"] for it in refined]
+    figs = []
+    if refined:
+        series = {"label change rate": [it["metrics"].get("label_change_rate") for it in refined],
+                  "lexicon change rate": [it["metrics"].get("lexicon_change_rate") for it in refined]}
+        bounds = {"label bound": config.refine.label_change_bound,
+                  "lexicon bound": config.refine.lexicon_change_bound}
+        figs.append(_figure(_line_plot(x, series, "change rate", bounds), "Label and lexicon change rate"))
+        figs.append(_figure(_line_plot(x, {"threshold": [it["threshold"] for it in refined]}, "threshold"),
+                            "Correction threshold"))
+        figs.append(_figure(_source_bars(store, x), "Corrections by source"))
+    acc = {n: [it["metrics"].get("members", {}).get(n, {}).get("accuracy") for it in its] for n in members}
+    acc["ensemble"] = [it["metrics"].get("ensemble", {}).get("accuracy") for it in its]
+    if any(it["metrics"].get("label_accuracy") is not None for it in its):
+        acc["train labels vs truth"] = [it["metrics"].get("label_accuracy") for it in its]
+    figs.append(_figure(_line_plot([it["iteration"] for it in its], acc, "accuracy"), "Gold accuracy"))
+    return "\n".join(figs)
+
+
+def _iteration_table(its: list[dict[str, Any]], members: list[str]) -> str:
+    head = ["iter", "threshold", "to 0", "to 1", "label chg", "lexicon chg", "queued", "frozen", "label acc",
+            *members, "ensemble", "converged"]
+    body = []
+    for it in its:
+        m = it["metrics"]
+        body.append([it["iteration"], _num(it["threshold"], ".2f"), m.get("corrected_to_0", "-"),
+                     m.get("corrected_to_1", "-"), _num(m.get("label_change_rate")),
+                     _num(m.get("lexicon_change_rate")), m.get("queued_low_confidence", "-"), m.get("frozen", "-"),
+                     _num(m.get("label_accuracy")),
+                     *[_num(m.get("members", {}).get(n, {}).get("accuracy")) for n in members],
+                     _num(m.get("ensemble", {}).get("accuracy")), "yes" if m.get("converged") else ""])
+    return _table(head, body, id_="iterations")
+
+
+def _confusions(its: list[dict[str, Any]], members: list[str]) -> str:
+    if not its:
+        return _note("no evaluation yet")
+    m = its[-1]["metrics"]
+    found = [(n, m.get("members", {}).get(n, {}).get("confusion")) for n in members]
+    found.append(("ensemble", m.get("ensemble", {}).get("confusion")))
+    figs = [_figure(_confusion_plot(matrix, name), f"{name}, iteration {its[-1]['iteration']}")
+            for name, matrix in found if matrix]
+    return "\n".join(figs) or _note("no confusion counts recorded")
+
+
+def _confident_corrections(store: Store, limit: int) -> str:
+    marks = ",".join("?" * len(AUTO_SOURCES))
+    rows = store.conn.execute(
+        "SELECT h.iteration, s.id, s.text, h.old_label, h.new_label, h.confidence, h.source FROM label_history h "
+        f"JOIN sentences s ON s.sid = h.sid WHERE h.source IN ({marks}) ORDER BY h.confidence DESC, h.hid LIMIT ?",
+        (*AUTO_SOURCES, limit),
+    ).fetchall()
+    if not rows:
+        return _note("no automatic corrections yet")
+    body = [[it, id_, _Text(text), old, new, _num(conf), src] for it, id_, text, old, new, conf, src in rows]
+    return _table(["iter", "id", "text", "old", "new", "confidence", "source"], body, id_="corrections")
+
+
+def _frozen_rows(store: Store, limit: int) -> str:
+    total = store.conn.execute("SELECT count(*) FROM sentences s LEFT JOIN review_queue q ON q.sid = s.sid "
+                               "WHERE s.frozen = 1 OR q.reason = 'oscillation'").fetchone()[0]
+    if not total:
+        return _note("no frozen or oscillating rows")
+    rows = store.conn.execute(
+        "SELECT s.id, s.text, s.original_label, s.current_label, s.label_source, "
+        "(SELECT count(*) FROM label_history h WHERE h.sid = s.sid AND h.source = 'ensemble'), "
+        "q.reason, q.status FROM sentences s LEFT JOIN review_queue q ON q.sid = s.sid "
+        "WHERE s.frozen = 1 OR q.reason = 'oscillation' ORDER BY s.sid LIMIT ?", (limit,)).fetchall()
+    body = [[id_, _Text(text), orig, cur, src, flips, reason or "-", status or "-"]
+            for id_, text, orig, cur, src, flips, reason, status in rows]
+    head = ["id", "text", "original", "current", "label source", "ensemble flips", "queue reason", "queue status"]
+    return f"<p>{total} row(s) in all.</p>" + _table(head, body, id_="frozen")
+
+
+def _llm_usage(its: list[dict[str, Any]]) -> str:
+    usage = [(it["iteration"], it["metrics"]["llm"]) for it in its if isinstance(it["metrics"].get("llm"), dict)]
+    if not usage:
+        return _note("no LLM usage recorded")
+    keys = list(dict.fromkeys(k for _, u in usage for k in u if k != "skip_reason"))  # the stage's own order
+    body = [[i, *[_num(u.get(k)) if isinstance(u.get(k), float) else u.get(k, "-") for k in keys]] for i, u in usage]
+    reasons = dict.fromkeys(str(u["skip_reason"]) for _, u in usage if u.get("skip_reason"))
+    notes = "".join(_note(f"skipped: {r}") for r in reasons)
+    return _table(["iter", *keys], body, id_="llm") + notes
+
+
+def _bias_flags(its: list[dict[str, Any]]) -> str:
+    audited = [it for it in its if isinstance(it["metrics"].get("audit"), dict)]
+    if not audited:
+        return _note("no bias audit")
+    it = audited[-1]
+    audit = it["metrics"]["audit"]
+    flags = audit.get("flags") or []
+    where = f" (details: {html.escape(str(audit['path']))})" if audit.get("path") else ""
+    critique = _note(f"LLM critique: {audit['critique']}") if audit.get("critique") else ""
+    if not flags:
+        return _note(f"bias audit of iteration {it['iteration']}: no group flagged{where}") + critique
+    body = [[_Text(str(f.get("group"))), f.get("rows", "-"), _num(f.get("correction_rate")),
+             _num(f.get("overall_rate")), _num(f.get("ratio"), ".2f")] for f in flags]
+    head = ["group", "rows", "correction rate", "overall rate", "ratio"]
+    return (f"<p class=\"flag\">{len(flags)} group(s) flagged in iteration {it['iteration']}{where}</p>"
+            + _table(head, body, id_="bias") + critique)
+
+
+# -- plots -------------------------------------------------------------------------------------
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _line_plot(x: Sequence[int], series: dict[str, list[Any]], ylabel: str,
+               hlines: dict[str, float] | None = None) -> bytes:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.8, 3.2))
+    for name, ys in series.items():
+        pts = [(xi, y) for xi, y in zip(x, ys, strict=True) if y is not None and y == y]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+    for name, y in (hlines or {}).items():
+        ax.axhline(y, linestyle="--", linewidth=0.8, color="grey")
+        ax.annotate(name, (x[0] if x else 0, y), fontsize=7, color="grey")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(ylabel)
+    ax.set_xticks(list(x))
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _source_bars(store: Store, x: Sequence[int]) -> bytes:
+    counts: dict[str, dict[int, int]] = {}
+    for it, src, n in store.conn.execute("SELECT iteration, source, count(*) FROM label_history "
+                                         "WHERE source IN ('ensemble', 'llm', 'human') GROUP BY 1, 2"):
+        counts.setdefault(src, {})[it] = n
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.8, 3.2))
+    bottom = [0] * len(x)
+    for src in ("ensemble", "llm", "human"):
+        ys = [counts.get(src, {}).get(i, 0) for i in x]
+        ax.bar(list(x), ys, bottom=bottom, label=src)
+        bottom = [b + y for b, y in zip(bottom, ys, strict=True)]
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("labels changed")
+    ax.set_xticks(list(x))
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _confusion_plot(matrix: list[list[int]], name: str) -> bytes:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(2.6, 2.4))
+    ax.imshow(matrix, cmap="Blues")
+    for i in range(2):
+        for j in range(2):
+            ax.text(j, i, str(matrix[i][j]), ha="center", va="center")
+    ax.set_xticks([0, 1], ["pred 0", "pred 1"])
+    ax.set_yticks([0, 1], ["true 0", "true 1"])
+    ax.set_title(name, fontsize=8)
+    return _png(fig)
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=_DPI)
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+# -- HTML helpers ------------------------------------------------------------------------------
+class _Text(str):
+    """A cell holding free text (left-aligned)."""
+
+
+def _figure(png: bytes, caption: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    alt = html.escape(caption, quote=True)
+    return (f"<figure><img alt=\"{alt}\" src=\"data:image/png;base64,{data}\">"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[Any]], *, id_: str) -> str:
+    th = "".join(f"<th>{html.escape(str(h))}</th>" for h in head)
+    trs = []
+    for row in rows:
+        cells = "".join(f"<td class=\"text\">{html.escape(c)}</td>" if isinstance(c, _Text)
+                        else f"<td>{html.escape(str(c))}</td>" for c in row)
+        trs.append(f"<tr>{cells}</tr>")
+    return f"<table id=\"{id_}\"><thead><tr>{th}</tr></thead><tbody>{''.join(trs)}</tbody></table>"
+
+
+def _note(text: str) -> str:
+    return f"<p class=\"note\">{html.escape(text)}</p>"
+
+
+def _num(value: Any, spec: str = ".4f") -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    return format(value, spec) if isinstance(value, float) else str(value)
