@@ -196,6 +196,7 @@ def _bias_flags(its: list[dict[str, Any]]) -> str:
 
 # -- plots -------------------------------------------------------------------------------------
 def _pyplot() -> Any:
+    """matplotlib without a display (Agg), imported only when a plot is drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -242,16 +243,21 @@ def _source_bars(store: Store, x: Sequence[int]) -> bytes:
 
 
 def _confusion_plot(matrix: list[list[int]], name: str) -> bytes:
+    return _png(confusion_figure(matrix, name, (2.6, 2.4)))
+
+
+def confusion_figure(matrix: list[list[int]], title: str, size: tuple[float, float]) -> Any:
+    """A 2×2 gold confusion matrix with its counts: the report embeds it, MLflow stores it."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(2.6, 2.4))
+    fig, ax = plt.subplots(figsize=size)
     ax.imshow(matrix, cmap="Blues")
     for i in range(2):
         for j in range(2):
             ax.text(j, i, str(matrix[i][j]), ha="center", va="center")
     ax.set_xticks([0, 1], ["pred 0", "pred 1"])
     ax.set_yticks([0, 1], ["true 0", "true 1"])
-    ax.set_title(name, fontsize=8)
-    return _png(fig)
+    ax.set_title(title, fontsize=8)
+    return fig
 
 
 def _png(fig: Any) -> bytes:

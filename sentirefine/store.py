@@ -560,7 +560,8 @@ class Store:
             changes = [LabelChange(sid, cur, target, None) for sid, cur, target in rows if cur != target]
             changed += self.apply_labels(changes, iteration=to_iteration, source="rollback")
         with self.transaction() as conn:
-            for table in ("stages", "predictions", "iterations"):
+            # Review entries raised later did not exist at the target: the re-run raises them again.
+            for table in ("stages", "predictions", "iterations", "review_queue"):
                 conn.execute(f"DELETE FROM {table} WHERE iteration > ?", (to_iteration,))
         return changed
 

@@ -346,19 +346,11 @@ class Tracker:
 
 
 def _confusion_png(matrix: list[list[int]], path: Path, title: str) -> None:
-    import matplotlib
+    from sentirefine.report import confusion_figure
 
-    matplotlib.use("Agg")
+    fig = confusion_figure(matrix, title, (3.2, 3))  # selects the Agg backend before pyplot is imported here
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(3.2, 3))
-    ax.imshow(matrix, cmap="Blues")
-    for i in range(2):
-        for j in range(2):
-            ax.text(j, i, str(matrix[i][j]), ha="center", va="center")
-    ax.set_xticks([0, 1], ["pred 0", "pred 1"])
-    ax.set_yticks([0, 1], ["true 0", "true 1"])
-    ax.set_title(title, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
