@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--max-iterations", type=int, default=None, help="refine.max_iterations (default: config's)")
     q.add_argument("--full-stack", action="store_true", help="keep MLflow tracking and DVC snapshots on")
     q.add_argument("--keep-workspaces", action="store_true", help="keep each arm's workspace (default: deleted)")
+    q.add_argument("--fresh", action="store_true",
+                   help="measure every arm again (default: arms already in a matching result file are kept, "
+                   "so a long run can be interrupted and resumed, e.g. across sessions)")
     s = sub.add_parser("stages", help="time per iteration by stage (default config, full stack)")
     _common(s, 20_000)
     s.add_argument("--max-iterations", type=int, default=2)
@@ -112,11 +117,38 @@ def cmd_quality(args: argparse.Namespace) -> list[Path]:
                       args.config, overrides)
         chosen = arm_specs.parse(args.arms, kind)
         limit = args.max_iterations or setup.config("_probe").refine.max_iterations
-        results = quality.run_all(setup, chosen, limit, keep=args.keep_workspaces)
-        payload = {**_meta(args, src, overrides=overrides), "benchmark": "quality", "noise": kind,
-                   "noise_rate": noise.NOISE_KINDS[kind], "arms": results}
-        paths.append(machine.save(args.results, f"quality-{kind}-{args.size}", payload))
+        meta = {**_meta(args, src, overrides=overrides), "benchmark": "quality", "noise": kind,
+                "noise_rate": noise.NOISE_KINDS[kind], "config_file": str(args.config) if args.config else None}
+        name = f"quality-{kind}-{args.size}"
+        done = {} if args.fresh else _measured_arms(args.results, name, meta)
+        save = partial(_save_quality, args.results, name, meta, done)
+        results = quality.run_all(setup, chosen, limit, keep=args.keep_workspaces, done=done, on_result=save)
+        paths.append(save(results, complete=True))
     return paths
+
+
+def _save_quality(results_dir: Path, name: str, meta: dict[str, Any], done: dict[str, dict[str, Any]],
+                  results: list[dict[str, Any]], complete: bool = False) -> Path:
+    """The result file so far; arms measured earlier but not chosen this time stay in it."""
+    measured = {r["arm"] for r in results}
+    kept = [r for n, r in done.items() if n not in measured]
+    return machine.save(results_dir, name, {**meta, "complete": complete, "arms": results + kept})
+
+
+# What must match for arms of an earlier (interrupted) result file to be reused.
+_SAME_RUN = ("data", "size", "gold_size", "seed", "members", "overrides", "noise", "config_file", "smoke")
+
+
+def _measured_arms(results_dir: Path, name: str, meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Arms already measured by an earlier run with the same data, seeds, members and overrides."""
+    path = results_dir / f"{name}{'-smoke' if meta.get('smoke') else ''}.json"
+    if not path.is_file():
+        return {}
+    old = json.loads(path.read_text(encoding="utf-8"))
+    if any(old.get(k) != meta.get(k) for k in _SAME_RUN):
+        print(f"[bench] {path.name} is from a different setup: measuring every arm again")
+        return {}
+    return {a["arm"]: a for a in old.get("arms", [])}
 
 
 def cmd_stages(args: argparse.Namespace) -> list[Path]:

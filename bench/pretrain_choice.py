@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import shutil
 import sys
 import time
@@ -141,13 +142,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     bert_default = base.models.bert
     small = bert_default.model_copy(update={"lr": args.small_lr, "freeze_layers": args.small_freeze_layers,
                                             "freeze_embeddings": False, "max_train_rows": None})
-    results: dict[str, Any] = {}
+    # Variants take minutes to an hour each: every result is kept in the scratch directory as it
+    # comes, so a killed run resumes at the first variant not yet measured.
+    partial = args.scratch / "results.partial.json"
+    results: dict[str, Any] = json.loads(partial.read_text(encoding="utf-8")) if partial.is_file() else {}
+
+    def keep(name: str, result: dict[str, Any]) -> None:
+        results[name] = result
+        partial.write_text(json.dumps(results, indent=2), encoding="utf-8")
+        print(f"[pretrain_choice] {name}: {result}", file=sys.stderr, flush=True)
 
     def bert(name: str, params: BertConfig, extra_info: dict[str, Any] | None = None) -> None:
+        if name in results:
+            return
         print(f"[pretrain_choice] {name} ...", file=sys.stderr, flush=True)
         model = BertModel("bert", params, device="cpu", seed=base.models.seed)
-        results[name] = {**_fit_and_score(model, train, gold), **(extra_info or {})}
-        print(f"[pretrain_choice] {name}: {results[name]}", file=sys.stderr, flush=True)
+        keep(name, {**_fit_and_score(model, train, gold), **(extra_info or {})})
 
     if "minilm" in wanted:
         bert("minilm", bert_default.model_copy(update={"checkpoint": None, "max_train_rows": None}))
@@ -160,15 +170,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bert("scratch", small.model_copy(update={"checkpoint": scratch_dir}), {"pretrain_minutes": 0})
     if "pretrained" in wanted:
         for minutes in (float(m) for m in args.minutes.split(",")):
+            if f"pretrained_{minutes:g}m" in results:
+                continue
             path, card = _pretrained(base, minutes, extra)
             info = {"pretrain_minutes": round(card["training"]["seconds"] / 60, 2),
                     "pretrain_steps": card["training"]["steps"], "pretrain_epochs": card["training"]["epochs"],
                     "final_mlm_loss": card["final_mlm_loss"]}
             bert(f"pretrained_{minutes:g}m", small.model_copy(update={"checkpoint": path}), info)
-    if "bilstm" in wanted:
+    if "bilstm" in wanted and "bilstm" not in results:
         print("[pretrain_choice] bilstm ...", file=sys.stderr, flush=True)
         model = RNNModel("bilstm", BiLSTMConfig(), device="cpu", seed=base.models.seed)
-        results["bilstm"] = _fit_and_score(model, train, gold)
+        keep("bilstm", _fit_and_score(model, train, gold))
     return {
         **machine.header(smoke=args.smoke, contended=args.contended),
         "command": "python -m bench.pretrain_choice " + " ".join(sys.argv[1:]),
@@ -192,6 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     payload = run(args)
     path = machine.save(args.results, "pretrain_choice", payload)
+    (args.scratch / "results.partial.json").unlink(missing_ok=True)
     print(table(payload))
     print(f"written: {path}")
 

@@ -9,12 +9,14 @@ cleanlab's flags are applied; loop arms run ``sentirefine.loop.refine`` with the
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import cleanlab_arm
+from bench import cleanlab_arm, machine
 from bench.arms import Arm
 from bench.detection import label_scores
 from bench.workspaces import Setup, clone, create
@@ -59,7 +61,10 @@ class QualityRun:
         self._boot: dict[str, Any] | None = None
 
     def bootstrap(self) -> dict[str, Any]:
-        """The noisy-label bootstrap (built once per run)."""
+        """The noisy-label bootstrap: built once, and kept beside its workspace so a resumed run reuses it."""
+        saved = self.setup.scratch / f"{BOOTSTRAP}.json"
+        if self._boot is None and saved.is_file() and (self.setup.scratch / BOOTSTRAP).is_dir():
+            self._boot = json.loads(saved.read_text(encoding="utf-8"))
         if self._boot is None:
             cfg = self.setup.config(BOOTSTRAP)
             t0 = time.perf_counter()
@@ -69,14 +74,19 @@ class QualityRun:
                 evaluation = store.stage_info(0, "evaluate") or {}
                 scores = label_scores(store)
             self._boot = {"metrics": metrics, "evaluation": evaluation, "labels": scores,
-                          "seconds": round(time.perf_counter() - t0, 1), "workspace": cfg.workspace}
+                          "seconds": round(time.perf_counter() - t0, 1), "workspace": str(cfg.workspace)}
+            saved.write_text(json.dumps(self._boot, default=float), encoding="utf-8")
         return self._boot
 
     def run(self, arm: Arm) -> dict[str, Any]:
+        load = os.getloadavg()
         t0 = time.perf_counter()
         out = getattr(self, f"_{arm.kind}")(arm)
+        # Arms of one result file may be measured in different sessions: each carries its own provenance.
         out.update(arm=arm.name, doc=arm.doc, overrides=arm.overrides,
-                   wall_seconds=round(time.perf_counter() - t0, 1))
+                   wall_seconds=round(time.perf_counter() - t0, 1), measured_at=machine.header(
+                       smoke=False, contended=False)["date"], git_rev=machine.git_rev(),
+                   load_average_at_start=[round(x, 2) for x in load])
         return out
 
     def _none(self, arm: Arm) -> dict[str, Any]:
@@ -114,7 +124,7 @@ class QualityRun:
     def _loop(self, arm: Arm) -> dict[str, Any]:
         boot = self.bootstrap()
         cfg = self.setup.config(arm.name, arm.overrides)
-        clone(boot["workspace"], cfg)
+        clone(Path(boot["workspace"]), cfg)
         with locked(cfg), open_store(cfg) as store:
             result = loop.refine(cfg, store, max_iterations=self.max_iterations)
             finished = [it for it in store.iterations() if it["finished_at"]]
@@ -125,18 +135,33 @@ class QualityRun:
 
 
 def run_all(setup: Setup, arms: list[Arm], max_iterations: int, *, keep: bool = False,
+            done: dict[str, dict[str, Any]] | None = None,
+            on_result: Callable[[list[dict[str, Any]]], None] | None = None,
             progress=print) -> list[dict[str, Any]]:
-    """Every arm in order; a stale cleanlab flag cache from an earlier run is removed first.
+    """Every arm in order, skipping those in ``done`` (measured by an earlier, interrupted run).
 
+    A fresh run (nothing ``done``) first drops the bootstrap an earlier run may have left; a
+    resumed one reuses it and its cleanlab flags, so its arms start from the same noisy models.
+    ``on_result`` sees the results so far after every arm (to save them as they come).
     Unless ``keep``, each arm's workspace is deleted once measured (checkpoints of every
     iteration add up to gigabytes over a full run), the shared bootstrap at the end.
     """
-    (setup.scratch / "cleanlab_flags.json").unlink(missing_ok=True)
+    done = done or {}
+    if not done:
+        (setup.scratch / f"{BOOTSTRAP}.json").unlink(missing_ok=True)
+    if not (setup.scratch / f"{BOOTSTRAP}.json").is_file():  # flags belong to the bootstrap they came from
+        (setup.scratch / "cleanlab_flags.json").unlink(missing_ok=True)
     runner = QualityRun(setup, max_iterations)
     results = []
     for arm in arms:
+        if arm.name in done:
+            progress(f"[bench] arm {arm.name}: measured earlier ({done[arm.name].get('measured_at')}), kept")
+            results.append(done[arm.name])
+            continue
         progress(f"[bench] arm {arm.name} ...")
         results.append(runner.run(arm))
+        if on_result is not None:
+            on_result(results)
         r = results[-1]
         progress(f"[bench] arm {arm.name}: label F1 {r['labels']['f1']}, "
                  f"ensemble gold acc {r['gold']['ensemble']['accuracy']}, {r['wall_seconds']} s")
@@ -144,6 +169,7 @@ def run_all(setup: Setup, arms: list[Arm], max_iterations: int, *, keep: bool = 
             shutil.rmtree(setup.scratch / arm.name, ignore_errors=True)
     if not keep:
         shutil.rmtree(setup.scratch / BOOTSTRAP, ignore_errors=True)
+        (setup.scratch / f"{BOOTSTRAP}.json").unlink(missing_ok=True)
     return results
 
 

@@ -67,6 +67,12 @@ def quality(r: dict[str, Any]) -> list[str]:
            f"train labels flipped", "", *provenance(r), *_table(head, rows), ""]
     out += ["Arms: " + "; ".join(f"`{a['arm']}` = {a['doc']}" for a in r["arms"]) + ".",
             "Wall s includes the shared noisy bootstrap where an arm starts from it.", ""]
+    dates = sorted({a["measured_at"][:10] for a in r["arms"] if a.get("measured_at")})
+    if len(dates) > 1:
+        out += [f"Arms were measured in resumed runs on {', '.join(dates)} (same data, seeds and overrides; "
+                "each arm's date, git revision and load average are in the JSON file).", ""]
+    if r.get("complete") is False:
+        out += ["**Partial run:** only the arms above are measured so far; the run resumes with the rest.", ""]
     return out
 
 

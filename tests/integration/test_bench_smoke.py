@@ -98,3 +98,22 @@ def test_report_renders(smoke_run):
     assert text.startswith("# Benchmarks")
     assert "SMOKE" in text and "label-error F1" in text
     assert all(f"`{arm}`" in text for arm in ARMS)
+
+
+def test_a_resumed_run_keeps_measured_arms_and_adds_the_rest(smoke_run, tmp_path):
+    result, root = smoke_run
+    results = tmp_path / "results"
+    results.mkdir()
+    name = f"quality-uniform20-{SIZE}-smoke.json"
+    (results / name).write_text((root / "results" / name).read_text(encoding="utf-8"), encoding="utf-8")
+    config = root / "smoke.yaml"
+    proc = _bench("quality", "--data", "demo", "--size", str(SIZE), "--gold-size", "100", "--members",
+                  "lexicon,lstm", "--noise", "uniform20", "--arms", "none,cleanlab_remove", "--max-iterations", "1",
+                  "--config", str(config), "--scratch", str(tmp_path / "scratch"), "--results", str(results))
+    assert "arm none: measured earlier" in proc.stdout
+    resumed = json.loads((results / name).read_text(encoding="utf-8"))
+    arms = {a["arm"]: a for a in resumed["arms"]}
+    assert set(arms) == {*ARMS, "cleanlab_remove"} and resumed["complete"] is True
+    before = {a["arm"]: a for a in result["arms"]}
+    assert all(arms[n] == before[n] for n in ARMS)  # kept as measured, not re-run
+    assert arms["cleanlab_remove"]["labels"]["rows_trained_on"] < SIZE
