@@ -28,6 +28,9 @@ def _common(p: argparse.ArgumentParser, size: int) -> None:
     p.add_argument("--seed", type=int, default=1, help="seed of the subsets and of the injected noise")
     p.add_argument("--members", default=ALL_MEMBERS, help="ensemble members (models.order)")
     p.add_argument("--bert-rows", type=int, default=4000, help="models.bert.max_train_rows (CPU budget)")
+    p.add_argument("--bert-checkpoint", type=Path, default=None,
+                   help="models.bert.checkpoint for every arm (default: the config's; 'pretrained' is made once "
+                   "per train subset in the scratch dir and shared by all arms)")
     p.add_argument("--config", type=Path, default=None, help="sentirefine YAML applied under the bench overrides")
     p.add_argument("--workers", default=None, help="ensemble.workers (default: the config's)")
     p.add_argument("--scratch", type=Path, default=SCRATCH, help="where the per-arm workspaces go")
@@ -86,6 +89,18 @@ def _overrides(args: argparse.Namespace, full_stack: bool = False, max_iteration
     return out
 
 
+def _with_checkpoint(args: argparse.Namespace, setup: Any) -> Any:
+    """Point every arm's BERT member at one checkpoint (see ``workspaces.shared_pretrained``)."""
+    from bench.workspaces import shared_pretrained
+
+    path = args.bert_checkpoint or shared_pretrained(
+        setup, args.scratch / f"pretrained-{args.data}-{args.size}-s{args.seed}")
+    if path is not None:
+        models = setup.overrides["models"]
+        models["bert"] = {**models.get("bert", {}), "checkpoint": str(Path(path).resolve())}
+    return setup
+
+
 def _inputs(args: argparse.Namespace) -> tuple[Path, Path, data.Source]:
     src = data.source(args.data)
     folder = args.scratch / "data"
@@ -113,8 +128,8 @@ def cmd_quality(args: argparse.Namespace) -> list[Path]:
     paths = []
     for kind in [k.strip() for k in args.noise.split(",") if k.strip()]:
         overrides = _overrides(args, args.full_stack, args.max_iterations)
-        setup = Setup(train, gold, noise.rate(kind), args.seed, quality.scratch_dir(args.scratch, kind, args.size),
-                      args.config, overrides)
+        scratch = quality.scratch_dir(args.scratch, kind, args.size)
+        setup = _with_checkpoint(args, Setup(train, gold, noise.rate(kind), args.seed, scratch, args.config, overrides))
         chosen = arm_specs.parse(args.arms, kind)
         limit = args.max_iterations or setup.config("_probe").refine.max_iterations
         meta = {**_meta(args, src, overrides=overrides), "benchmark": "quality", "noise": kind,
@@ -157,8 +172,8 @@ def cmd_stages(args: argparse.Namespace) -> list[Path]:
 
     train, gold, src = _inputs(args)
     overrides = _overrides(args, full_stack=True, max_iterations=args.max_iterations)
-    setup = Setup(train, gold, noise.rate("uniform20"), args.seed, args.scratch / f"stages-{args.size}",
-                  args.config, overrides)
+    setup = _with_checkpoint(args, Setup(train, gold, noise.rate("uniform20"), args.seed,
+                                         args.scratch / f"stages-{args.size}", args.config, overrides))
     runner = quality.QualityRun(setup, args.max_iterations)
     result = runner.run(arm_specs.ARMS["sentirefine"])
     boot = runner.bootstrap()
@@ -174,7 +189,7 @@ def cmd_speed(args: argparse.Namespace) -> list[Path]:
     from bench.workspaces import Setup, create
 
     train, gold, src = _inputs(args)
-    setup = Setup(train, gold, 0.0, args.seed, args.scratch, args.config, _overrides(args))
+    setup = _with_checkpoint(args, Setup(train, gold, 0.0, args.seed, args.scratch, args.config, _overrides(args)))
     cfg = setup.config(f"speed-{args.size}")
     create(cfg, setup, noisy=False)
     result = speed.run(cfg, predict_rows=args.predict_rows, update_rows=args.update_rows,

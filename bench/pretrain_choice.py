@@ -183,6 +183,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         keep("bilstm", _fit_and_score(model, train, gold))
     return {
         **machine.header(smoke=args.smoke, contended=args.contended),
+        "benchmark": "pretrain_choice",
         "command": "python -m bench.pretrain_choice " + " ".join(sys.argv[1:]),
         "data": args.data, "train_rows": len(train[0]), "gold_rows": len(gold[0]),
         "pretrain_corpus": corpus, "pretrain": base.pretrain.model_dump(mode="json"),

@@ -12,13 +12,20 @@ from typing import Any
 
 from bench import targets
 
-KINDS = ("quality", "stages", "speed", "memory")
+KINDS = ("quality", "stages", "speed", "memory", "pretrain_choice")
+
+
+def _read(path: Path) -> dict[str, Any]:
+    payload = json.loads(path.read_text(encoding="utf-8")) | {"_file": path.name}
+    if path.name.startswith("pretrain_choice"):  # files written before the payload named its benchmark
+        payload.setdefault("benchmark", "pretrain_choice")
+    return payload
 
 
 def load(results: Path) -> list[dict[str, Any]]:
     """Result payloads of this harness (other tools' JSON files in the folder are left alone),
     smoke ones dropped where a full result of the same benchmark exists."""
-    found = [json.loads(p.read_text(encoding="utf-8")) | {"_file": p.name} for p in sorted(results.glob("*.json"))]
+    found = [_read(p) for p in sorted(results.glob("*.json"))]
     found = [r for r in found if r.get("benchmark") in KINDS]
     full = {r["benchmark"] for r in found if not r.get("smoke")}
     return [r for r in found if not (r.get("smoke") and r["benchmark"] in full)]
@@ -115,6 +122,22 @@ def memory(r: dict[str, Any]) -> list[str]:
                      "import s", "predict rows/s (lexicon)", "export rows/s"], rows), ""]
 
 
+def pretrain_choice(r: dict[str, Any]) -> list[str]:
+    from bench.pretrain_choice import table
+
+    corpus = r["pretrain_corpus"]
+    arch = r["pretrain"]
+    parts = [f"train {corpus['train_rows']:,}"] + [f"{Path(k).name} {v:,}" for k, v in corpus["extra_rows"].items()]
+    return ["## BERT starting point (`python -m bench.pretrain_choice`)", "", *provenance(r | {
+                "size": r["train_rows"], "gold_size": r["gold_rows"]}),
+            f"The BERT member alone, fine-tuned on {r['train_rows']:,} NSMC train rows with their own (clean) labels "
+            f"and scored on {r['gold_rows']:,} gold rows. Pretraining corpus: {corpus['rows']:,} texts "
+            f"({' + '.join(parts)}; {corpus['gold_texts_excluded']:,} texts equal to a gold text left out), "
+            f"{corpus['tokens_per_text']} corpus-vocabulary tokens per text; small BERT {arch['layers']} layers × "
+            f"{arch['hidden']} hidden, {arch['heads']} heads, vocabulary {arch['vocab_size']:,}.", "",
+            table(r), ""]
+
+
 def document(results: list[dict[str, Any]]) -> str:
     by = {k: [r for r in results if r["benchmark"] == k] for k in KINDS}
     out = ["# Benchmarks", "",
@@ -136,6 +159,8 @@ def document(results: list[dict[str, Any]]) -> str:
         out += stages(r)
     for r in by["memory"]:
         out += memory(r)
+    for r in by["pretrain_choice"]:
+        out += pretrain_choice(r)
     return "\n".join(out).rstrip() + "\n"
 
 

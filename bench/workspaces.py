@@ -58,3 +58,26 @@ def clone(source: Path, cfg: Config) -> None:
     """Copy a finished (closed) workspace to ``cfg.workspace``."""
     shutil.rmtree(cfg.workspace, ignore_errors=True)
     shutil.copytree(source, cfg.workspace, ignore=shutil.ignore_patterns(".sentirefine.lock", ".sentirefine.owner"))
+
+
+def shared_pretrained(setup: Setup, folder: Path) -> Path | None:
+    """One `sentirefine pretrain` checkpoint for every arm that asks for ``checkpoint: pretrained``.
+
+    Arms differ in labels, never in text, and MLM reads only the text: pretraining once per
+    train subset (same budget a user's first `refine` spends) and pointing every arm at it
+    measures what the default gives without paying the budget once per arm. Reused when present.
+    Returns None when the config does not use a workspace-pretrained BERT.
+    """
+    from sentirefine.pretrain import output_dir, pretrain
+
+    cfg = load_config(setup.config_file, {**setup.overrides, "workspace": str(folder)})
+    if cfg.models.bert.checkpoint != "pretrained" or "bert" not in cfg.models.order:
+        return None
+    out = output_dir(cfg).resolve()
+    if (out / "config.json").is_file():
+        return out
+    if not cfg.db_file.is_file():
+        create(cfg, setup, noisy=False)  # gold is imported too, so pretrain can keep its text out
+    with locked(cfg), open_store(cfg) as store:
+        pretrain(cfg, store)
+    return out

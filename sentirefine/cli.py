@@ -184,6 +184,29 @@ def pretrain(
     _run_pretrain(cfg, from_dir, extra or [], fresh)
 
 
+def _ensure_pretrained(cfg: Config) -> None:
+    """`models.bert.checkpoint: pretrained` (the default) and no checkpoint yet: run `pretrain` first.
+
+    The BERT member needs a Korean-capable starting point and none can be downloaded, so the
+    first `refine` of a workspace makes one from its own train text, within `pretrain`'s budget
+    (resumable like any `pretrain`). Run `sentirefine pretrain` yourself to add `--extra` text.
+    """
+    if cfg.models.bert.checkpoint != "pretrained" or "bert" not in cfg.models.order:
+        return
+    from sentirefine.pretrain import output_dir
+    from sentirefine.workspace import open_store
+
+    if (output_dir(cfg) / "config.json").is_file():
+        return
+    with open_store(cfg) as store:  # once bootstrapped, BERT continues from its own checkpoints
+        bootstrapped = any(it["iteration"] == 0 and it["finished_at"] for it in store.iterations())
+    if not bootstrapped:
+        typer.echo(f"models.bert.checkpoint is 'pretrained' and {output_dir(cfg)} does not exist yet: "
+                   f"pretraining it first (pretrain.max_minutes={cfg.pretrain.max_minutes}, "
+                   f"max_steps={cfg.pretrain.max_steps})", err=True)
+        _run_pretrain(cfg, None, [], fresh=False)
+
+
 def _run_pretrain(cfg: Config, source: Path | None, extra: list[Path], fresh: bool) -> None:
     from sentirefine.pretrain import pretrain as run_pretrain
     from sentirefine.pretrain import summary_lines
@@ -214,6 +237,7 @@ def _run_refine(cfg: Config, max_iterations: int | None, until_converged: bool =
     from sentirefine.summary import iterations_table
     from sentirefine.workspace import locked, open_store
 
+    _ensure_pretrained(cfg)
     with locked(cfg), open_store(cfg) as store:
         result = run_refine(cfg, store, max_iterations=max_iterations, until_converged=until_converged)
         typer.echo(iterations_table(store.iterations(), cfg.models.order))
@@ -407,10 +431,5 @@ def demo(
                 report = import_file(store, path, split=split, rejects_dir=cfg.workspace / "rejects",
                                      strict=True, noise_rate=noise, noise_seed=demo_data.NOISE_SEED)
                 typer.echo(report.summary())
-    if cfg.models.bert.checkpoint == "pretrained" and "bert" in cfg.models.order:
-        from sentirefine.pretrain import output_dir
-
-        if not (output_dir(cfg) / "config.json").is_file():  # a Korean vocabulary for the BERT member
-            _run_pretrain(cfg, None, [], fresh=False)
     _run_refine(cfg, max_iterations)
     _write_report(cfg)

@@ -553,13 +553,22 @@ class Store:
         """Restore every train label to its value after ``to_iteration``; returns rows changed.
 
         The restore is itself recorded in history (source ``rollback``, iteration = target), and
-        the bookkeeping of later iterations is removed so the loop continues from there.
+        the bookkeeping of later iterations is removed so the loop continues from there: rows
+        frozen by a later iteration are unfrozen, and review entries of the target or earlier that
+        a later LLM or human label settled are open again (that label was just undone).
         """
         changed = 0
         for rows in self.labels_after(to_iteration, chunk_size):
             changes = [LabelChange(sid, cur, target, None) for sid, cur, target in rows if cur != target]
             changed += self.apply_labels(changes, iteration=to_iteration, source="rollback")
         with self.transaction() as conn:
+            # A frozen row's oscillation entry carries the iteration that froze it (the policy
+            # never re-raises a frozen row), so it dates the freeze.
+            conn.execute("UPDATE sentences SET frozen=0 WHERE sid IN (SELECT sid FROM review_queue "
+                         "WHERE iteration > ? AND reason='oscillation' AND status='open')", (to_iteration,))
+            conn.execute("UPDATE review_queue SET status='open' WHERE iteration <= ? AND status='done' AND sid IN "
+                         "(SELECT sid FROM label_history WHERE iteration > ? AND source IN ('llm', 'human'))",
+                         (to_iteration, to_iteration))
             # Review entries raised later did not exist at the target: the re-run raises them again.
             for table in ("stages", "predictions", "iterations", "review_queue"):
                 conn.execute(f"DELETE FROM {table} WHERE iteration > ?", (to_iteration,))

@@ -103,6 +103,7 @@ class Tracker:
         if not self.enabled:
             yield
             return
+        self._close_orphans(workspace_id)
         run = self.client.create_run(self.experiment_id, run_name=command,
                                      tags={"sentirefine.command": command, "sentirefine.workspace": workspace_id})
         self._parent = run.info.run_id
@@ -116,6 +117,23 @@ class Tracker:
         finally:
             self.client.set_terminated(self._parent, status=status)
             self._parent = None
+
+    def _close_orphans(self, workspace_id: str) -> None:
+        """Mark KILLED the command runs a killed process left RUNNING in this workspace.
+
+        Commands hold the workspace lock, so none of them can still be alive; without this the
+        MLflow UI shows every crashed command as running forever. (Iteration runs of an
+        unfinished iteration are deleted when it resumes, see ``_discard_partial``.)
+        """
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`sentirefine.workspace` = '{workspace_id}' and attributes.status = 'RUNNING'",
+        )
+        for run in runs:
+            if "sentirefine.command" in run.data.tags:
+                self.client.set_terminated(run.info.run_id, status="KILLED")
+                log_event(log, "orphan_run_closed", run_id=run.info.run_id,
+                          command=run.data.tags["sentirefine.command"])
 
     def _log_batch(self, run_id: str, *, params: dict[str, Any] | None = None,
                    metrics: dict[str, float] | None = None, step: int = 0) -> None:

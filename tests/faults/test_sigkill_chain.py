@@ -146,7 +146,10 @@ def _registry(workspace: Path) -> dict[str, dict[str, str]]:
                 summary[alias] = version.tags["iteration"]
         out[model.name] = summary
     experiment = client.get_experiment_by_name("sentirefine")
-    names = [r.info.run_name for r in client.search_runs([experiment.experiment_id])]
+    runs = client.search_runs([experiment.experiment_id])
+    # A killed command's run is closed (KILLED) by the next command, not left RUNNING forever.
+    assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"], "a run was left RUNNING"
+    names = [r.info.run_name for r in runs]
     iteration_runs = sorted(n for n in names if n.startswith("iteration"))
     assert iteration_runs == sorted(set(iteration_runs)), "an iteration was logged twice"
     out["_runs"] = {"iterations": ",".join(iteration_runs)}

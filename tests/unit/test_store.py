@@ -125,6 +125,22 @@ def test_rollback_restores_labels_after_iteration(store):
     assert {s for (s,) in store.conn.execute("SELECT DISTINCT source FROM label_history")} == {"ensemble", "rollback"}
 
 
+def test_rollback_undoes_later_freezes_and_reopens_reviews_settled_later(store):
+    a, b, c = [r.sid for r in next(store.iter_chunks("train", 3))]
+    store.apply_decision([], [], [(a, 1, "low_confidence", 0.5), (b, 1, "low_confidence", 0.55)],
+                         iteration=1, source="ensemble")
+    label_a = store.conn.execute("SELECT current_label FROM sentences WHERE sid=?", (a,)).fetchone()[0]
+    store.resolve_reviews([LabelChange(a, label_a, 1 - label_a, 0.95)], [a], iteration=2, source="llm")
+    store.apply_decision([], [c], [(c, 2, "oscillation", None)], iteration=2, source="ensemble")
+    assert store.open_review_count() == {"low_confidence": 1, "oscillation": 1}
+    store.rollback(1)
+    frozen = dict(store.conn.execute("SELECT sid, frozen FROM sentences WHERE sid IN (?, ?, ?)", (a, b, c)))
+    assert frozen == {a: 0, b: 0, c: 0}  # c was frozen in iteration 2: training data again
+    assert store.open_review_count() == {"low_confidence": 2}  # a's entry reopened with its label undone
+    assert store.conn.execute("SELECT current_label FROM sentences WHERE sid=?", (a,)).fetchone()[0] == label_a
+    assert store.history_is_consistent()
+
+
 def test_stage_bookkeeping(store):
     assert not store.stage_done(1, "predict")
     store.start_stage(1, "predict")
