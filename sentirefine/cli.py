@@ -160,6 +160,7 @@ def bootstrap() -> None:
     from sentirefine.workspace import locked, open_store
 
     cfg = _config()
+    _ensure_pretrained(cfg)
     with locked(cfg), open_store(cfg) as store:
         run_bootstrap(cfg, store)
         typer.echo(iterations_table(store.iterations()[:1], cfg.models.order))
@@ -198,8 +199,12 @@ def _ensure_pretrained(cfg: Config) -> None:
 
     if (output_dir(cfg) / "config.json").is_file():
         return
+    from sentirefine.train import check_trainable
+
     with open_store(cfg) as store:  # once bootstrapped, BERT continues from its own checkpoints
         bootstrapped = any(it["iteration"] == 0 and it["finished_at"] for it in store.iterations())
+        if not bootstrapped:
+            check_trainable(store)  # a bad train split fails now, not after the pretraining budget
     if not bootstrapped:
         typer.echo(f"models.bert.checkpoint is 'pretrained' and {output_dir(cfg)} does not exist yet: "
                    f"pretraining it first (pretrain.max_minutes={cfg.pretrain.max_minutes}, "

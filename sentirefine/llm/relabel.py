@@ -255,5 +255,5 @@ def write_verdicts(store: Store, rows: list[Queued], outcome: Outcome, iteration
         resolved.append(r.sid)
         if v["label"] != r.current_label:
             changes.append(LabelChange(r.sid, r.current_label, v["label"], v["confidence"]))
-    changed = store.resolve_reviews(changes, resolved, iteration=iteration, source="llm")
+    changed = store.apply_decision(changes, resolved=resolved, iteration=iteration, source="llm")
     return changed, len(resolved), unsure

@@ -158,6 +158,8 @@ def tiny_bert(**overrides: object) -> BertModel:
         "update_lr": 2e-4,
         "batch_size": 32,
         "freeze_layers": 4,
+        "freeze_embeddings": True,
+        "checkpoint": None,  # the shipped MiniLM
     } | overrides
     return BertModel("bert", BertConfig(**settings), seed=7)
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import shutil
 
 import numpy as np
 import pytest
+import yaml
+from tiny_config import TINY_CONFIG
 
 from sentirefine.config import BertConfig, load_config
 from sentirefine.errors import ModelLoadError
@@ -123,3 +126,34 @@ def test_corrupt_checkpoint_directory_names_the_path(tmp_path):
     (corrupt / "config.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(ModelLoadError, match="corrupt-checkpoint"):
         BertModel("bert", BertConfig(checkpoint=corrupt)).fit(["좋다", "싫다"], np.array([1, 0]))
+
+
+TINY_PRETRAIN = {"vocab_size": 400, "min_frequency": 1, "layers": 1, "hidden": 32, "heads": 2, "intermediate": 64,
+                 "max_len": 16, "batch_size": 32, "max_steps": 8, "checkpoint_every_steps": 4, "log_every_steps": 4}
+
+
+@pytest.mark.integration  # ~30-40 s: a real pretraining, bootstrap and one iteration through the CLI
+def test_refine_pretrains_a_missing_pretrained_checkpoint_first(tiny_corpus, cli, tmp_path):
+    """The default `checkpoint: pretrained` works on a new workspace: the first `refine` makes it."""
+    train, gold = tiny_corpus
+    ws = tmp_path / "ws"
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        **TINY_CONFIG, "workspace": str(ws), "tracking": {"enabled": False}, "versioning": {"enabled": False},
+        "models": {**TINY_CONFIG["models"], "order": ["lexicon", "bert"],
+                   "bert": {"checkpoint": "pretrained", "max_len": 16, "batch_size": 16, "freeze_layers": 0,
+                            "freeze_embeddings": False, "lr": 1e-3}},
+        "pretrain": TINY_PRETRAIN, "refine": {**TINY_CONFIG["refine"], "max_iterations": 1}}))
+    cli("-c", str(config), "import", str(train), "--gold", str(gold))
+    first = cli("-c", str(config), "refine")
+    assert "pretraining it first" in first.stderr
+    card = json.loads((ws / "pretrained" / "pretrain_card.json").read_text(encoding="utf-8"))
+    assert card["training"]["steps"] == 8 and card["corpus"]["train_rows"] == 600
+    with Store(ws / "sentences.db") as store:
+        assert "bert" in store.iterations()[0]["metrics"]["members"]
+    # Once bootstrapped, BERT continues from its own checkpoints: no second pretraining.
+    shutil.rmtree(ws / "pretrained")
+    second = cli("-c", str(config), "refine", "--max-iterations", "2", "--ignore-convergence")
+    assert "pretraining it first" not in second.stderr
+    with Store(ws / "sentences.db") as store:
+        assert [it["iteration"] for it in store.iterations() if it["finished_at"]] == [0, 1, 2]

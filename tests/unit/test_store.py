@@ -130,7 +130,8 @@ def test_rollback_undoes_later_freezes_and_reopens_reviews_settled_later(store):
     store.apply_decision([], [], [(a, 1, "low_confidence", 0.5), (b, 1, "low_confidence", 0.55)],
                          iteration=1, source="ensemble")
     label_a = store.conn.execute("SELECT current_label FROM sentences WHERE sid=?", (a,)).fetchone()[0]
-    store.resolve_reviews([LabelChange(a, label_a, 1 - label_a, 0.95)], [a], iteration=2, source="llm")
+    store.apply_decision([LabelChange(a, label_a, 1 - label_a, 0.95)], resolved=[a], iteration=2,
+                         source="llm")
     store.apply_decision([], [c], [(c, 2, "oscillation", None)], iteration=2, source="ensemble")
     assert store.open_review_count() == {"low_confidence": 1, "oscillation": 1}
     store.rollback(1)
