@@ -27,7 +27,8 @@ def _common(p: argparse.ArgumentParser, size: int) -> None:
     p.add_argument("--gold-size", type=int, default=5000, help="gold rows (fixed-seed subset of NSMC test)")
     p.add_argument("--seed", type=int, default=1, help="seed of the subsets and of the injected noise")
     p.add_argument("--members", default=ALL_MEMBERS, help="ensemble members (models.order)")
-    p.add_argument("--bert-rows", type=int, default=4000, help="models.bert.max_train_rows (CPU budget)")
+    p.add_argument("--bert-rows", type=int, default=None,
+                   help="models.bert.max_train_rows (default: the config's, all rows; a CPU budget for large sizes)")
     p.add_argument("--bert-checkpoint", type=Path, default=None,
                    help="models.bert.checkpoint for every arm (default: the config's; 'pretrained' is made once "
                    "per train subset in the scratch dir and shared by all arms)")

@@ -195,12 +195,11 @@ def _ensure_pretrained(cfg: Config) -> None:
     if cfg.models.bert.checkpoint != "pretrained" or "bert" not in cfg.models.order:
         return
     from sentirefine.pretrain import output_dir
+    from sentirefine.train import check_trainable
     from sentirefine.workspace import open_store
 
     if (output_dir(cfg) / "config.json").is_file():
         return
-    from sentirefine.train import check_trainable
-
     with open_store(cfg) as store:  # once bootstrapped, BERT continues from its own checkpoints
         bootstrapped = any(it["iteration"] == 0 and it["finished_at"] for it in store.iterations())
         if not bootstrapped:
