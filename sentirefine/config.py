@@ -193,7 +193,8 @@ class PretrainConfig(_Section):
     lr: float = Field(5e-4, gt=0, description="Peak AdamW learning rate (linear warm-up, then linear decay).")
     mask_prob: float = Field(0.15, gt=0, lt=1, description="Share of tokens masked (80% [MASK], 10% random, 10% kept).")
     max_minutes: float | None = Field(
-        30.0, gt=0, description="Training-time budget in minutes, summed over resumed runs (None = no limit)."
+        60.0, gt=0, description="Training-time budget in minutes, summed over resumed runs (None = no limit); "
+        "60 measured best on 2 CPU cores (bench/pretrain_choice.py)."
     )
     max_steps: int | None = Field(
         None, ge=0, description="Step budget (None = no limit); the first budget reached stops training."
