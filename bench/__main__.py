@@ -8,11 +8,14 @@ import shutil
 import sys
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import arms as arm_specs
 from bench import data, machine, noise, render
 from sentirefine.logs import configure_logging
+
+if TYPE_CHECKING:
+    from bench.workspaces import Setup
 
 # The runners (torch, the loop) are imported inside the commands that need them: `report`
 # and `--help` stay fast.
@@ -90,7 +93,7 @@ def _overrides(args: argparse.Namespace, full_stack: bool = False, max_iteration
     return out
 
 
-def _with_checkpoint(args: argparse.Namespace, setup: Any) -> Any:
+def _with_checkpoint(args: argparse.Namespace, setup: Setup) -> Setup:
     """Point every arm's BERT member at one checkpoint (see ``workspaces.shared_pretrained``)."""
     from bench.workspaces import shared_pretrained
 
@@ -157,7 +160,7 @@ _SAME_RUN = ("data", "size", "gold_size", "seed", "members", "overrides", "noise
 
 def _measured_arms(results_dir: Path, name: str, meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Arms already measured by an earlier run with the same data, seeds, members and overrides."""
-    path = results_dir / f"{name}{'-smoke' if meta.get('smoke') else ''}.json"
+    path = machine.result_path(results_dir, name, smoke=bool(meta.get("smoke")))
     if not path.is_file():
         return {}
     old = json.loads(path.read_text(encoding="utf-8"))

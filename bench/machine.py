@@ -71,9 +71,14 @@ def header(*, smoke: bool, contended: bool) -> dict[str, Any]:
     }
 
 
+def result_path(results_dir: Path, name: str, *, smoke: bool) -> Path:
+    """``<name>[-smoke].json``: smoke results never share a file with a full run's."""
+    return results_dir / f"{name}{'-smoke' if smoke else ''}.json"
+
+
 def save(results_dir: Path, name: str, payload: dict[str, Any]) -> Path:
     """Write ``<name>[-smoke].json``; smoke results never overwrite a full run's file."""
     results_dir.mkdir(parents=True, exist_ok=True)
-    path = results_dir / f"{name}{'-smoke' if payload.get('smoke') else ''}.json"
+    path = result_path(results_dir, name, smoke=bool(payload.get("smoke")))
     path.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=float) + "\n", encoding="utf-8")
     return path

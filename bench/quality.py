@@ -9,7 +9,6 @@ cleanlab's flags are applied; loop arms run ``sentirefine.loop.refine`` with the
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -79,14 +78,13 @@ class QualityRun:
         return self._boot
 
     def run(self, arm: Arm) -> dict[str, Any]:
-        load = os.getloadavg()
+        start = machine.header(smoke=False, contended=False)  # date, git revision, load: taken at the start
         t0 = time.perf_counter()
         out = getattr(self, f"_{arm.kind}")(arm)
         # Arms of one result file may be measured in different sessions: each carries its own provenance.
         out.update(arm=arm.name, doc=arm.doc, overrides=arm.overrides,
-                   wall_seconds=round(time.perf_counter() - t0, 1), measured_at=machine.header(
-                       smoke=False, contended=False)["date"], git_rev=machine.git_rev(),
-                   load_average_at_start=[round(x, 2) for x in load])
+                   wall_seconds=round(time.perf_counter() - t0, 1), measured_at=start["date"],
+                   git_rev=start["git_rev"], load_average_at_start=start["load_average_at_start"])
         return out
 
     def _none(self, arm: Arm) -> dict[str, Any]:
