@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import data, machine
+from bench import data, machine, render
 from sentirefine.config import BertConfig, BiLSTMConfig, Config, load_config
 from sentirefine.ingest import import_file
 from sentirefine.models.base import SentimentModel
@@ -196,21 +196,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def table(payload: dict[str, Any]) -> str:
-    lines = ["| variant | gold accuracy | fine-tune s | predict sentences/s | pretraining min |",
-             "|---|---|---|---|---|"]
-    for name, r in payload["results"].items():
-        lines.append(f"| {name} | {r['accuracy']:.4f} | {r['fit_seconds']} | {r['predict_sentences_per_s']} | "
-                     f"{r.get('pretrain_minutes', '–')} |")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     payload = run(args)
     path = machine.save(args.results, "pretrain_choice", payload)
     (args.scratch / "results.partial.json").unlink(missing_ok=True)
-    print(table(payload))
+    print("\n".join(render.pretrain_table(payload)))
     print(f"written: {path}")
 
 

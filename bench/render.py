@@ -122,9 +122,14 @@ def memory(r: dict[str, Any]) -> list[str]:
                      "import s", "predict rows/s (lexicon)", "export rows/s"], rows), ""]
 
 
-def pretrain_choice(r: dict[str, Any]) -> list[str]:
-    from bench.pretrain_choice import table
+def pretrain_table(r: dict[str, Any]) -> list[str]:
+    """The variants of a pretrain_choice result (also printed by the benchmark itself)."""
+    rows = [[name, f"{v['accuracy']:.4f}", _f(v["fit_seconds"], 1), _f(v["predict_sentences_per_s"], 1),
+             _f(v.get("pretrain_minutes"), 2)] for name, v in r["results"].items()]
+    return _table(["variant", "gold accuracy", "fine-tune s", "predict sentences/s", "pretraining min"], rows)
 
+
+def pretrain_choice(r: dict[str, Any]) -> list[str]:
     corpus = r["pretrain_corpus"]
     arch = r["pretrain"]
     parts = [f"train {corpus['train_rows']:,}"] + [f"{Path(k).name} {v:,}" for k, v in corpus["extra_rows"].items()]
@@ -135,7 +140,7 @@ def pretrain_choice(r: dict[str, Any]) -> list[str]:
             f"({' + '.join(parts)}; {corpus['gold_texts_excluded']:,} texts equal to a gold text left out), "
             f"{corpus['tokens_per_text']} corpus-vocabulary tokens per text; small BERT {arch['layers']} layers × "
             f"{arch['hidden']} hidden, {arch['heads']} heads, vocabulary {arch['vocab_size']:,}.", "",
-            table(r), ""]
+            *pretrain_table(r), ""]
 
 
 def _smoke_banner(by: dict[str, list[dict[str, Any]]]) -> list[str]:
