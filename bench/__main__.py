@@ -105,6 +105,22 @@ def _with_checkpoint(args: argparse.Namespace, setup: Setup) -> Setup:
     return setup
 
 
+def _checkpoint_card(setup: Setup) -> dict[str, Any] | None:
+    """What the arms' BERT started from: the pretrain card's headline (None when no card exists).
+
+    The pretraining budget changes the BERT member's quality, so a result says which one it used.
+    """
+    path = setup.overrides["models"].get("bert", {}).get("checkpoint")
+    card_file = Path(path) / "pretrain_card.json" if path else None
+    if card_file is None or not card_file.is_file():
+        return {"path": path} if path else None
+    card = json.loads(card_file.read_text(encoding="utf-8"))
+    return {"path": path, "mode": card.get("mode"), "corpus_rows": card.get("corpus", {}).get("rows"),
+            "vocab_size": card.get("vocab_size"), "architecture": card.get("architecture"),
+            "training": {k: card.get("training", {}).get(k) for k in ("steps", "epochs", "seconds", "budget")},
+            "final_mlm_loss": card.get("final_mlm_loss")}
+
+
 def _inputs(args: argparse.Namespace) -> tuple[Path, Path, data.Source]:
     src = data.source(args.data)
     folder = args.scratch / "data"
@@ -137,6 +153,7 @@ def cmd_quality(args: argparse.Namespace) -> list[Path]:
         chosen = arm_specs.parse(args.arms, kind)
         limit = args.max_iterations or setup.config("_probe").refine.max_iterations
         meta = {**_meta(args, src, overrides=overrides), "benchmark": "quality", "noise": kind,
+                "bert_checkpoint": _checkpoint_card(setup),
                 "noise_rate": noise.NOISE_KINDS[kind], "config_file": str(args.config) if args.config else None}
         name = f"quality-{kind}-{args.size}"
         done = {} if args.fresh else _measured_arms(args.results, name, meta)
@@ -182,6 +199,7 @@ def cmd_stages(args: argparse.Namespace) -> list[Path]:
     result = runner.run(arm_specs.ARMS["sentirefine"])
     boot = runner.bootstrap()
     payload = {**_meta(args, src, overrides=overrides), "benchmark": "stages", "noise": "uniform20",
+               "bert_checkpoint": _checkpoint_card(setup),
                "bootstrap": {"seconds": boot["seconds"],
                              "train_seconds": {n: t.get("seconds") for n, t in boot["metrics"]["training"].items()}},
                "iterations": result.get("per_iteration", [])}
@@ -198,7 +216,7 @@ def cmd_speed(args: argparse.Namespace) -> list[Path]:
     create(cfg, setup, noisy=False)
     result = speed.run(cfg, predict_rows=args.predict_rows, update_rows=args.update_rows,
                        rowwise_rows=args.rowwise_rows, chunk=args.chunk_size)
-    payload = {**_meta(args, src), "benchmark": "speed", **result}
+    payload = {**_meta(args, src), "benchmark": "speed", "bert_checkpoint": _checkpoint_card(setup), **result}
     return [machine.save(args.results, f"speed-{args.size}", payload)]
 
 
