@@ -71,9 +71,10 @@ def quality(r: dict[str, Any]) -> list[str]:
                      _f(a["wall_seconds"] + (a.get("shared_bootstrap_seconds") or 0), 0)])
     noisy = r["arms"][0]["labels"]
     out = [f"### Noise `{r['noise']}` ({r['noise_rate']}): {noisy['injected_errors']} of {noisy['rows']} "
-           f"train labels flipped", "", *provenance(r), *_table(head, rows), ""]
+           f"train labels flipped", "", *provenance(r), *bert_start(r), *_table(head, rows), ""]
     out += ["Arms: " + "; ".join(f"`{a['arm']}` = {a['doc']}" for a in r["arms"]) + ".",
             "Wall s includes the shared noisy bootstrap where an arm starts from it.", ""]
+    out += ablations(r)
     dates = sorted({a["measured_at"][:10] for a in r["arms"] if a.get("measured_at")})
     if len(dates) > 1:
         out += [f"Arms were measured in resumed runs on {', '.join(dates)} (same data, seeds and overrides; "
@@ -81,6 +82,53 @@ def quality(r: dict[str, Any]) -> list[str]:
     if r.get("complete") is False:
         out += ["**Partial run:** only the arms above are measured so far; the run resumes with the rest.", ""]
     return out
+
+
+# The config setting each ablation changes, as the default holds it and as the ablation sets it.
+ABLATION_SETTINGS = {
+    "sr_insample": ("ensemble.cross_fit", "[lexicon]", "[] (all in-sample)"),
+    "sr_crossfit_rnn": ("ensemble.cross_fit", "[lexicon]", "[lexicon, lstm, bilstm]"),
+    "sr_fixed": ("refine.threshold.step", "0.05 (rising)", "0 (fixed)"),
+    "sr_perclass": ("refine.threshold.per_class", "{} (none)", "{0: 0.05}"),
+}
+
+
+def ablations(r: dict[str, Any]) -> list[str]:
+    """Each ablation against the default arm: does the measurement support the shipped default?
+
+    Label-error F1 decides (cleaning labels is the loop's job); a tie within half a point goes to
+    the default unless the ablation's ensemble is a full gold-accuracy point better.
+    """
+    sr = next((a for a in r["arms"] if a["arm"] == "sentirefine"), None)
+    found = [a for a in r["arms"] if a["arm"] in ABLATION_SETTINGS]
+    if sr is None or not found or sr["labels"]["f1"] is None:
+        return []
+    rows = []
+    for a in found:
+        setting, default, changed = ABLATION_SETTINGS[a["arm"]]
+        f1_gap = (sr["labels"]["f1"] or 0) - (a["labels"]["f1"] or 0)
+        acc_gap = sr["gold"]["ensemble"]["accuracy"] - a["gold"]["ensemble"]["accuracy"]
+        supported = f1_gap > 0.005 or (f1_gap >= -0.005 and acc_gap > -0.01)
+        rows.append([f"`{setting}`", default, changed, f"{sr['labels']['f1']:.3f} vs {_f(a['labels']['f1'])}",
+                     f"{_pct(sr['labels']['clean_wrongly_changed_rate'])} vs "
+                     f"{_pct(a['labels']['clean_wrongly_changed_rate'])}",
+                     f"{sr['gold']['ensemble']['accuracy']:.4f} vs {a['gold']['ensemble']['accuracy']:.4f}",
+                     "default supported" if supported else "**ablation better: revisit the default**"])
+    return [f"#### Defaults against their ablations (`{r['noise']}`)", "",
+            *_table(["setting", "default", "ablation", "label F1 (default vs ablation)", "clean wrongly changed",
+                     "ensemble gold acc", "verdict"], rows), ""]
+
+
+def bert_start(r: dict[str, Any]) -> list[str]:
+    """One line on the BERT member's starting checkpoint: its pretraining budget moves BERT's numbers."""
+    card = r.get("bert_checkpoint")
+    if not card or "training" not in card:
+        return []
+    t, a = card["training"], card.get("architecture") or {}
+    return [f"BERT starts from a corpus BERT pretrained on this train subset's {card['corpus_rows']:,} texts "
+            f"(gold texts left out): {t['steps']:,} MLM steps, {t['epochs']} epochs, {t['seconds'] / 60:.1f} min, "
+            f"{a.get('layers')} layers × {a.get('hidden')}, vocabulary {card['vocab_size']:,}, "
+            f"final MLM loss {_f(card.get('final_mlm_loss'), 2)}.", ""]
 
 
 def speed(r: dict[str, Any]) -> list[str]:

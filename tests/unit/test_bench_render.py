@@ -1,0 +1,42 @@
+"""BENCHMARKS.md verdicts that are computed, not written: the ablation table and the BERT line."""
+
+from __future__ import annotations
+
+from bench import render
+
+
+def _arm(name: str, f1: float, acc: float, wrong: float = 0.01) -> dict:
+    return {"arm": name, "labels": {"f1": f1, "clean_wrongly_changed_rate": wrong},
+            "gold": {"ensemble": {"accuracy": acc}}}
+
+
+def _verdicts(*arms: dict) -> dict[str, str]:
+    lines = render.ablations({"noise": "uniform20", "arms": [_arm("sentirefine", 0.70, 0.84), *arms]})
+    rows = [line.split(" | ") for line in lines if line.startswith("| `")]
+    return {row[0].strip("| `"): row[-1].rstrip(" |") for row in rows}
+
+
+def test_a_better_ablation_is_called_out():
+    verdicts = _verdicts(_arm("sr_fixed", 0.72, 0.84), _arm("sr_insample", 0.40, 0.83))
+    assert verdicts["refine.threshold.step"].startswith("**ablation better")
+    assert verdicts["ensemble.cross_fit"] == "default supported"
+
+
+def test_a_tie_goes_to_the_default_unless_the_ensemble_gains_a_point():
+    assert _verdicts(_arm("sr_perclass", 0.703, 0.845))["refine.threshold.per_class"] == "default supported"
+    assert _verdicts(_arm("sr_perclass", 0.703, 0.851))["refine.threshold.per_class"].startswith("**ablation")
+
+
+def test_no_table_without_the_default_arm_or_any_ablation():
+    assert render.ablations({"noise": "uniform20", "arms": [_arm("sr_fixed", 0.7, 0.8)]}) == []
+    assert render.ablations({"noise": "uniform20", "arms": [_arm("sentirefine", 0.7, 0.8)]}) == []
+
+
+def test_bert_line_names_the_pretraining_budget():
+    card = {"corpus_rows": 20000, "vocab_size": 16000, "final_mlm_loss": 3.21,
+            "architecture": {"layers": 4, "hidden": 256},
+            "training": {"steps": 2000, "epochs": 6.4, "seconds": 900.0, "budget": {"max_steps": 2000}}}
+    line = render.bert_start({"bert_checkpoint": card})[0]
+    assert "2,000 MLM steps" in line and "15.0 min" in line and "20,000 texts" in line
+    assert render.bert_start({"bert_checkpoint": {"path": "/x"}}) == []
+    assert render.bert_start({}) == []
