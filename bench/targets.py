@@ -91,7 +91,10 @@ def _memory(results: list[dict[str, Any]]) -> list[Row]:
     small, large = str(min(r["sizes"])), str(max(r["sizes"]))
 
     def peak(n: str) -> float:
-        return max(r["runs"][n][p]["peak_rss_mb"] for p in ("import", "predict"))
+        """The larger of the main process's peak (import or predict) and one Pool worker's peak."""
+        run = r["runs"][n]
+        return max(run["import"]["peak_rss_mb"], run["predict"]["peak_rss_mb"],
+                   run["predict"].get("workers_peak_rss_mb") or 0.0)
 
     growth = peak(large) / peak(small) - 1
     return [[name, f"{peak(small):.0f} MB at {small} → {peak(large):.0f} MB at {large} ({100 * growth:+.1f}%)",

@@ -233,6 +233,10 @@ class EnsembleConfig(_Section):
     )
     agreement_gamma: float = Field(1.0, ge=0, description="Exponent gamma of the agreement rule.")
     predict_batch_rows: int = Field(512, ge=1, description="Rows per task sent to a Pool worker.")
+    worker_token_cache_entries: int = Field(
+        10_000, ge=0, description="Morpheme tokenisations a Pool worker keeps (≈1 KB each): the members of a batch "
+        "share them. Fixed, so worker memory does not grow with the table (bench memory)."
+    )
     cross_fit: list[Literal["lexicon", "lstm", "bilstm", "bert"]] = Field(
         default_factory=lambda: ["lexicon"],
         description="Members whose train-split predictions are out-of-fold (k fits each; keep to cheap ones).",

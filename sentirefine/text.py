@@ -20,8 +20,21 @@ _HANGUL = re.compile(r"[\uac00-\ud7a3\u3131-\u318e]")
 _REGEX_TOKEN = re.compile(r"\w+|[^\w\s]+", re.UNICODE)
 
 PAD, UNK = "<pad>", "<unk>"
-_CACHE_MAX_ENTRIES = 200_000
+# Tokenisations memoised per process (≈1 KB each). The main process keeps many: members fitted
+# one after another (and the k cross-fit copies) read the same train texts. Pool workers are set
+# to keep few (``ensemble.worker_token_cache_entries``, via ``set_cache_limit``): the members of
+# one batch share its tokens, and a bound that does not depend on the corpus keeps worker memory
+# flat as the table grows.
+_CACHE_LIMIT = {"entries": 200_000}
 _CACHE: dict[str, dict[str, list[str]]] = {}
+
+
+def set_cache_limit(entries: int) -> None:
+    """Bound this process's tokenisation cache (dropping what it holds beyond the new bound)."""
+    _CACHE_LIMIT["entries"] = entries
+    for cache in _CACHE.values():
+        if len(cache) > entries:
+            cache.clear()
 
 
 def regex_tokenize(text: str) -> list[str]:
@@ -62,8 +75,8 @@ class Tokenizer:
             analysed = self._kiwi.tokenize([texts[i] for i in korean])
             for i, tokens in zip(korean, analysed, strict=True):
                 out[i] = [tok.form.lower() for tok in tokens]
-        if len(cache) > _CACHE_MAX_ENTRIES:
-            cache.clear()  # crude but bounded: memory must not grow with the corpus
+        if len(cache) + len(texts) > _CACHE_LIMIT["entries"]:
+            cache.clear()  # crude but bounded: the batch just tokenised is always kept
         for t, toks in zip(texts, out, strict=True):
             cache[t] = toks
         return [list(toks or []) for toks in out]

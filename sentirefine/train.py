@@ -153,6 +153,7 @@ def ensemble_pool(config: Config) -> EnsemblePool:
         workers=resolve_workers(config.ensemble.workers),
         start_method=config.ensemble.start_method,
         batch_rows=config.ensemble.predict_batch_rows,
+        token_cache_entries=config.ensemble.worker_token_cache_entries,
         log_format=config.logging.format,
         log_level=config.logging.level,
     )

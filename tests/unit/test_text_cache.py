@@ -1,0 +1,34 @@
+"""The per-process tokenisation cache stays within its bound, and members of a batch still share it."""
+
+from __future__ import annotations
+
+import pytest
+
+from sentirefine import text
+
+
+@pytest.fixture
+def small_cache():
+    before = text._CACHE_LIMIT["entries"]
+    text._CACHE.pop("regex", None)
+    text.set_cache_limit(50)
+    yield text._CACHE
+    text.set_cache_limit(before)
+    text._CACHE.pop("regex", None)
+
+
+def test_cache_never_holds_more_than_its_bound_plus_the_current_batch(small_cache):
+    tok = text.Tokenizer("regex")
+    for start in range(0, 1000, 20):
+        batch = [f"review number {i}" for i in range(start, start + 20)]
+        assert tok.tokenize(batch)[0] == ["review", "number", str(start)]
+        assert len(small_cache["regex"]) <= 50
+        assert all(t in small_cache["regex"] for t in batch)  # the next member of this batch hits the cache
+
+
+def test_lowering_the_bound_drops_a_larger_cache(small_cache):
+    text.set_cache_limit(1000)
+    text.Tokenizer("regex").tokenize([f"t {i}" for i in range(300)])
+    assert len(small_cache["regex"]) == 300
+    text.set_cache_limit(100)
+    assert len(small_cache["regex"]) == 0
