@@ -43,6 +43,10 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f}%"
 
 
+def _acc_f1(metrics: dict[str, Any]) -> str:
+    return f"{_f(metrics.get('accuracy'))} / {_f(metrics.get('f1'))}"
+
+
 def _table(head: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
 
@@ -59,13 +63,13 @@ def provenance(r: dict[str, Any]) -> list[str]:
 def quality(r: dict[str, Any]) -> list[str]:
     members = r["members"]
     head = ["arm", "detected", "precision", "recall", "F1", "clean wrongly changed", "final label acc",
-            *[f"gold acc {m}" for m in members], "gold acc ensemble", "gold F1 ensemble", "iterations", "wall s"]
+            *[f"gold acc / F1 {m}" for m in members], "gold acc ensemble", "gold F1 ensemble", "iterations", "wall s"]
     rows = []
     for a in r["arms"]:
         lab, gold = a["labels"], a["gold"]
         rows.append([f"`{a['arm']}`", _f(lab["detected"]), _f(lab["precision"]), _f(lab["recall"]), _f(lab["f1"]),
                      _pct(lab["clean_wrongly_changed_rate"]), _f(lab["final_label_accuracy"]),
-                     *[_f(gold["members"].get(m, {}).get("accuracy")) for m in members],
+                     *[_acc_f1(gold["members"].get(m, {})) for m in members],
                      _f(gold["ensemble"]["accuracy"]), _f(gold["ensemble"]["f1"]),
                      f"{a['iterations']}{' (converged)' if a.get('converged') else ''}",
                      _f(a["wall_seconds"] + (a.get("shared_bootstrap_seconds") or 0), 0)])
