@@ -8,7 +8,8 @@ Design decisions:
 * Every label change writes a ``label_history`` row in the same transaction as the update.
   History is append-only; the label of a row "after iteration K" is the ``new_label`` of its
   latest history row (by ``hid``) with ``iteration <= K``, else ``original_label``.
-* Writes are bulk: one ``executemany`` per statement, one transaction per chunk. An update
+* Writes are bulk, one transaction per chunk: label changes go into a temp table with one
+  ``executemany``, then history rows and the update are single set-based statements. An update
   carries the old label it expects, so replaying a half-finished stage is a no-op for the
   rows that already changed (this is what makes a crash resumable).
 * WAL mode lets readers (``status``, the MLflow UI) run while the loop writes.
@@ -39,6 +40,7 @@ SCHEMA_VERSION = 1
 LABELS = (0, 1)
 SOURCES = ("original", "ensemble", "llm", "human", "restore", "rollback")
 AUTOMATIC_SOURCES = ("ensemble", "llm")
+_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
 
 _SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -364,12 +366,22 @@ class Store:
             "SELECT sid, ?, old_label, new_label, confidence, ?, ? FROM _pending ORDER BY sid",
             (iteration, source, now),
         )
-        cur = conn.executemany(
-            "UPDATE sentences SET current_label=?, label_last_updated=?, confidence=?, label_source=? "
-            "WHERE sid=? AND current_label=?",
-            [(new, now, conf, source, sid, old) for sid, old, new, conf in
-             conn.execute("SELECT sid, old_label, new_label, confidence FROM _pending").fetchall()],
-        )
+        if _UPDATE_FROM:
+            # One set-based statement: 2-3x the rows/s of executemany's per-row UPDATEs, since no
+            # row crosses into Python and back (bench speed: bulk update).
+            cur = conn.execute(
+                "UPDATE sentences SET current_label = p.new_label, label_last_updated = ?, "
+                "confidence = p.confidence, label_source = ? FROM _pending p "
+                "WHERE sentences.sid = p.sid AND sentences.current_label = p.old_label",
+                (now, source),
+            )
+        else:  # SQLite < 3.33 has no UPDATE ... FROM
+            cur = conn.executemany(
+                "UPDATE sentences SET current_label=?, label_last_updated=?, confidence=?, label_source=? "
+                "WHERE sid=? AND current_label=?",
+                [(new, now, conf, source, sid, old) for sid, old, new, conf in
+                 conn.execute("SELECT sid, old_label, new_label, confidence FROM _pending").fetchall()],
+            )
         return cur.rowcount
 
     def flip_counts(self, sids: Sequence[int], source: str = "ensemble") -> dict[int, int]:
