@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--max-iterations", type=int, default=2)
     sp = sub.add_parser("speed", help="Pool(1) vs Pool(2) throughput, bulk updates, export")
     _common(sp, 20_000)
-    sp.add_argument("--predict-rows", type=int, default=4000)
+    sp.add_argument("--predict-rows", type=int, default=8000)
     sp.add_argument("--update-rows", type=int, default=150_000)
     sp.add_argument("--rowwise-rows", type=int, default=2000)
     sp.add_argument("--chunk-size", type=int, default=5000)

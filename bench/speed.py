@@ -23,20 +23,23 @@ def _rate(rows: int, seconds: float) -> float:
     return round(rows / seconds, 1) if seconds > 0 else float("inf")
 
 
-def throughput(cfg: Config, slices: list[tuple[list[str], list[str]]], workers: int) -> dict[str, Any]:
+def throughput(cfg: Config, warm: list[str], texts: list[str], workers: int,
+               threads: int | None = None) -> dict[str, Any]:
     """Sentences/s of all members together and of each alone, through one Pool of ``workers``.
 
-    Workers cache tokenisations per text and create their Kiwi analyser on the first uncached
-    text, so every pass gets texts the pool has never seen: per member set, a warm-up slice
-    (loads the members and Kiwi in every worker; timed separately) and a measured slice, as a
-    pass over a corpus larger than the cache would.
+    Each worker keeps only the batch in hand in its token cache (the regime of a corpus larger
+    than ``ensemble.worker_token_cache_entries``, where the members of a batch share its tokens
+    and no pass reuses an earlier one's), so every set may read the same texts. A warm-up pass
+    per member set (members and Kiwi loaded in every worker) is timed apart. ``threads`` per
+    worker defaults to the pool's own rule (cores // workers).
     """
     names = cfg.models.order
     sets = {"total": names, **{n: [n] for n in names}}
     out: dict[str, Any] = {}
     with EnsemblePool(workers=workers, start_method=cfg.ensemble.start_method,
-                      batch_rows=cfg.ensemble.predict_batch_rows, log_level="WARNING") as pool:
-        for (label, members), (warm, texts) in zip(sets.items(), slices, strict=True):
+                      batch_rows=cfg.ensemble.predict_batch_rows, log_level="WARNING",
+                      token_cache_entries=cfg.ensemble.predict_batch_rows, threads_per_worker=threads) as pool:
+        for label, members in sets.items():
             dirs = [iteration_dir(cfg, 0) / n for n in members]
             t0 = time.perf_counter()
             pool.member_probs(dirs, warm)
@@ -96,16 +99,20 @@ def run(cfg: Config, *, predict_rows: int, update_rows: int, rowwise_rows: int, 
         texts = [r[0] for r in store.conn.execute("SELECT text FROM sentences WHERE split='train' ORDER BY sid")]
         exported = export(store, cfg.workspace, chunk)
         train_rows = store.count("train")
-    warm = 4 * cfg.ensemble.predict_batch_rows  # two tasks per worker of Pool(2)
-    sets = len(cfg.models.order) + 1
-    per = min(predict_rows, len(texts) // sets - warm)
-    if per < cfg.ensemble.predict_batch_rows:
-        raise SystemExit(f"--size too small for the throughput passes: {sets} member sets need {warm} warm-up rows "
-                         f"and at least {cfg.ensemble.predict_batch_rows} measured rows each, all distinct")
-    step = warm + per
-    slices = [(texts[i * step : i * step + warm], texts[i * step + warm : (i + 1) * step]) for i in range(sets)]
-    pools = {f"pool{w}": throughput(cfg, slices, w) for w in (1, 2)}
+    batch = cfg.ensemble.predict_batch_rows
+    warm_n = 4 * batch  # two tasks per worker of Pool(2)
+    per = min(predict_rows, len(texts) - warm_n)
+    if per < 2 * batch:
+        raise SystemExit(f"--size too small for the throughput passes: {warm_n} warm-up rows and at least "
+                         f"{2 * batch} measured rows are needed")
+    warm, measured = texts[:warm_n], texts[warm_n : warm_n + per]
+    # Pool(1) as it ships (its lone worker takes every core through torch's and Kiwi's threads)
+    # and with one thread, the baseline of per-process scaling; Pool(2) gives each worker one core.
+    pools = {"pool1": throughput(cfg, warm, measured, 1), "pool2": throughput(cfg, warm, measured, 2),
+             "pool1_one_thread": throughput(cfg, warm, measured, 1, threads=1)}
     speedup = {k: round(pools["pool2"][k]["sentences_per_s"] / pools["pool1"][k]["sentences_per_s"], 2)
+               for k in pools["pool1"]}
+    scaling = {k: round(pools["pool2"][k]["sentences_per_s"] / pools["pool1_one_thread"][k]["sentences_per_s"], 2)
                for k in pools["pool1"]}
     return {
         "train_rows": train_rows,
@@ -113,6 +120,7 @@ def run(cfg: Config, *, predict_rows: int, update_rows: int, rowwise_rows: int, 
         "predict_rows": per,
         "throughput": pools,
         "pool2_over_pool1": speedup,
+        "pool2_over_pool1_one_thread": scaling,
         "bulk_update": bulk_update(cfg.db_file, cfg.workspace, update_rows, rowwise_rows),
         "export": exported,
     }

@@ -78,7 +78,10 @@ def _speed(results: list[dict[str, Any]]) -> list[Row]:
         return [["Pool(2)/Pool(1) speedup ≥ 1.7", "–", "not measured", "–"],
                 ["bulk update ≥ 100k rows/s", "–", "not measured", "–"]]
     ratio, bulk = r["pool2_over_pool1"]["total"], r["bulk_update"]["bulk_rows_per_s"]
-    return [["Pool(2)/Pool(1) speedup ≥ 1.7", f"{ratio:.2f}", _status(ratio >= 1.7, r), _src(r)],
+    scaling = r.get("pool2_over_pool1_one_thread", {}).get("total")
+    # Judged as shipped: Pool(1)'s lone worker already uses every core through its threads.
+    value = f"{ratio:.2f}" + (f" (against a one-thread Pool(1): {scaling:.2f})" if scaling else "")
+    return [["Pool(2)/Pool(1) speedup ≥ 1.7", value, _status(ratio >= 1.7, r), _src(r)],
             ["bulk update ≥ 100k rows/s", f"{bulk:,.0f} rows/s ({r['bulk_update']['bulk_rows']} rows)",
              _status(bulk >= 100_000, r), _src(r)]]
 

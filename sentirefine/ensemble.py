@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from sentirefine.logs import configure_logging, log_event
-from sentirefine.text import set_cache_limit
+from sentirefine.text import set_cache_limit, set_threads
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ def _init_worker(threads: int, log_format: str, log_level: str, token_cache_entr
 
     configure_logging(log_format, log_level)
     torch.set_num_threads(threads)
+    set_threads(threads)
     set_cache_limit(token_cache_entries)
 
 
@@ -88,17 +89,18 @@ class EnsemblePool:
 
     def __init__(self, *, workers: int, start_method: str = "spawn", batch_rows: int = 512,
                  log_format: str = "json", log_level: str = "INFO", token_cache_entries: int = 10_000,
-                 pool_factory: Any = None) -> None:
+                 threads_per_worker: int | None = None, pool_factory: Any = None) -> None:
         self.workers = workers
         self.start_method = start_method
         self.batch_rows = batch_rows
         self._log = (log_format, log_level)
         self._token_cache = token_cache_entries
+        self._threads = threads_per_worker  # None = cores // workers
         self._pool_factory = pool_factory
         self._pool: Any = None
 
     def __enter__(self) -> EnsemblePool:
-        threads = max(1, cpu_count() // max(1, self.workers))
+        threads = self._threads or max(1, cpu_count() // max(1, self.workers))
         args = (threads, *self._log, self._token_cache)
         if self.workers > 0 and self._pool_factory is not None:
             self._pool = self._pool_factory(self.workers, _init_worker, args)

@@ -29,6 +29,18 @@ _CACHE_LIMIT = {"entries": 200_000}
 _CACHE: dict[str, dict[str, list[str]]] = {}
 
 
+_KIWI_THREADS: dict[str, int | None] = {"threads": None}  # None = Kiwi's own default (all cores)
+
+
+def set_threads(threads: int | None) -> None:
+    """Threads of the Kiwi analysers this process creates from now on.
+
+    A Pool worker asks for its share of the cores (cores // workers), as it does of torch:
+    two workers each running Kiwi on every core would oversubscribe the machine.
+    """
+    _KIWI_THREADS["threads"] = threads
+
+
 def set_cache_limit(entries: int) -> None:
     """Bound this process's tokenisation cache (dropping what it holds beyond the new bound)."""
     _CACHE_LIMIT["entries"] = entries
@@ -57,7 +69,8 @@ class Tokenizer:
     def _kiwi(self):
         from kiwipiepy import Kiwi
 
-        return Kiwi(num_workers=self.num_workers)
+        threads = self.num_workers if self.num_workers is not None else _KIWI_THREADS["threads"]
+        return Kiwi(num_workers=threads) if threads is not None else Kiwi()
 
     def tokenize(self, texts: Sequence[str]) -> list[list[str]]:
         """Tokenize a batch; output order matches input order.
