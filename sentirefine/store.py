@@ -353,14 +353,15 @@ class Store:
                             "WHERE s.split = 'gold'").fetchone()[0]
         if gold:
             raise StoreError(f"refusing to relabel {gold} gold row(s): the gold split is never relabelled")
-        # Only rows still holding the expected old label take part (idempotent replays).
+        # Only rows still holding the expected old label take part (idempotent replays), and a
+        # human's label is final: no model or LLM overrides it. One primary-key lookup per
+        # pending row, never a scan of the table (a chunk's cost must not grow with the table).
+        human_is_final = " AND s.label_source != 'human'" if source in AUTOMATIC_SOURCES else ""
         conn.execute(
-            "DELETE FROM _pending WHERE sid NOT IN (SELECT p.sid FROM _pending p JOIN sentences s "
-            "ON s.sid = p.sid AND s.current_label = p.old_label AND s.split = 'train') "
-            "OR old_label = new_label"
+            "DELETE FROM _pending WHERE old_label = new_label OR NOT EXISTS (SELECT 1 FROM sentences s "
+            "WHERE s.sid = _pending.sid AND s.current_label = _pending.old_label AND s.split = 'train'"
+            + human_is_final + ")"
         )
-        if source in AUTOMATIC_SOURCES:  # a human's label is final: no model or LLM overrides it
-            conn.execute("DELETE FROM _pending WHERE sid IN (SELECT sid FROM sentences WHERE label_source = 'human')")
         conn.execute(
             "INSERT INTO label_history (sid, iteration, old_label, new_label, confidence, source, created_at) "
             "SELECT sid, ?, old_label, new_label, confidence, ?, ? FROM _pending ORDER BY sid",

@@ -149,3 +149,17 @@ def test_stage_bookkeeping(store):
     store.finish_stage(1, "predict", {"rows": 10})
     assert store.stage_done(1, "predict") and store.stage_info(1, "predict") == {"rows": 10}
     assert store.current_stage() is None
+
+
+def test_a_human_label_is_final_for_models_and_the_llm_but_not_for_a_human(store):
+    sid = store.conn.execute("SELECT sid FROM sentences WHERE id='t1'").fetchone()[0]  # label 1
+    assert store.apply_human_labels([(sid, 0)], iteration=1) == 1
+    for source in ("ensemble", "llm"):
+        assert store.apply_labels([LabelChange(sid, 0, 1, 0.99)], iteration=2, source=source) == 0
+    other = store.conn.execute("SELECT sid FROM sentences WHERE id='t3'").fetchone()[0]
+    both = [LabelChange(sid, 0, 1, 0.99), LabelChange(other, 1, 0, 0.99)]
+    assert store.apply_labels(both, iteration=2, source="ensemble") == 1  # the other row still changes
+    history = store.conn.execute("SELECT sid, source FROM label_history WHERE iteration=2").fetchall()
+    assert history == [(other, "ensemble")]  # no history row for a skipped change
+    assert store.apply_human_labels([(sid, 1)], iteration=3) == 1
+    assert store.conn.execute("SELECT current_label FROM sentences WHERE sid=?", (sid,)).fetchone()[0] == 1
