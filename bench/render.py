@@ -150,7 +150,8 @@ def speed(r: dict[str, Any]) -> list[str]:
             *(["Pool(1) is the pool as it ships: its one worker runs torch and Kiwi on every core. "
                "Pool(1), 1 thread is the single-core baseline of per-process scaling; "
                "each Pool(2) worker has one core.", ""] if p1t else []),
-            f"Bulk label update (`Store.apply_labels`, executemany in one transaction, with history rows): "
+            f"Bulk label update (`Store.apply_labels`: staged with executemany, set-based history insert and "
+            f"update, one transaction): "
             f"{b['bulk_rows']} rows in {b['bulk_seconds']} s = **{_f(b['bulk_rows_per_s'], 0)} rows/s**; "
             f"row by row, one commit each: {_f(b['rowwise_rows_per_s'], 0)} rows/s ({b['speedup']}× slower).", "",
             f"Snapshot export (`versioning.export_parquet`, chunk {e['chunk_size']}): {e['rows']} rows in "

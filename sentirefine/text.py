@@ -69,8 +69,7 @@ class Tokenizer:
     def _kiwi(self):
         from kiwipiepy import Kiwi
 
-        threads = self.num_workers if self.num_workers is not None else _KIWI_THREADS["threads"]
-        return Kiwi(num_workers=threads) if threads is not None else Kiwi()
+        return Kiwi(num_workers=self.num_workers if self.num_workers is not None else _KIWI_THREADS["threads"])
 
     def tokenize(self, texts: Sequence[str]) -> list[list[str]]:
         """Tokenize a batch; output order matches input order.
