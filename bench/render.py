@@ -93,6 +93,7 @@ ABLATION_SETTINGS = {
     "sr_insample": ("ensemble.cross_fit", "[lexicon]", "[] (all in-sample)"),
     "sr_crossfit_rnn": ("ensemble.cross_fit", "[lexicon]", "[lexicon, lstm, bilstm]"),
     "sr_fixed": ("refine.threshold.step", "0.05 (rising)", "0 (fixed)"),
+    "sr_step02": ("refine.threshold.step", "0.05 (rising)", "0.02 (rising slower)"),
     "sr_perclass": ("refine.threshold.per_class", "{} (none)", "{0: 0.05}"),
 }
 

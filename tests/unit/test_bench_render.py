@@ -40,3 +40,12 @@ def test_bert_line_names_the_pretraining_budget():
     assert "2,000 MLM steps" in line and "15.0 min" in line and "20,000 texts" in line
     assert render.bert_start({"bert_checkpoint": {"path": "/x"}}) == []
     assert render.bert_start({}) == []
+
+
+def test_default_arms_put_each_noise_kinds_ablations_before_the_ceiling() -> None:
+    from bench import arms
+
+    assert arms.default_arms("uniform40") == ["none", "cleanlab_flip", "cleanlab_remove", "sentirefine",
+                                              "sr_fixed", "sr_step02", "clean"]
+    assert arms.default_arms("classcond") == arms.DEFAULT_ARMS
+    assert all(n in arms.ARMS and n in render.ABLATION_SETTINGS for ab in arms.ABLATIONS.values() for n in ab)
