@@ -17,6 +17,7 @@ import numpy as np
 from sentirefine.config import Config
 from sentirefine.crossfit import out_of_fold
 from sentirefine.ensemble import apply_temperature, combine
+from sentirefine.sqlbatch import select_in
 from sentirefine.store import LabelChange, Store
 
 
@@ -63,9 +64,4 @@ def apply(store: Store, flagged_ids: list[str], variant: str) -> int:
 
 
 def _sids(store: Store, ids: list[str]) -> list[int]:
-    out: list[int] = []
-    for i in range(0, len(ids), 900):
-        part = ids[i : i + 900]
-        out += [r[0] for r in store.conn.execute(
-            f"SELECT sid FROM sentences WHERE id IN ({','.join('?' * len(part))})", part)]
-    return sorted(out)
+    return sorted(r[0] for r in select_in(store.conn, "SELECT sid FROM sentences WHERE id IN ({marks})", ids))

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from sentirefine.errors import InputDataError
 from sentirefine.logs import log_event
+from sentirefine.sqlbatch import select_in
 from sentirefine.store import Store, utcnow
 
 log = logging.getLogger(__name__)
@@ -87,12 +88,8 @@ class _SeenIds:
 
     def claim(self, rows: list[_Parsed]) -> tuple[list[_Parsed], list[tuple[_Parsed, int]]]:
         """Split ``rows`` (in line order) into first occurrences and duplicates (with the first line)."""
-        first: dict[str, int] = {}
-        ids = [r.id for r in rows]
-        for i in range(0, len(ids), 900):
-            part = ids[i : i + 900]
-            q = f"SELECT id, line FROM temp.import_seen WHERE id IN ({','.join('?' * len(part))})"
-            first.update(self.conn.execute(q, part).fetchall())
+        first = dict(select_in(self.conn, "SELECT id, line FROM temp.import_seen WHERE id IN ({marks})",
+                               [r.id for r in rows]))
         fresh, duplicates = [], []
         for r in rows:
             if r.id in first:
@@ -268,12 +265,8 @@ def _insert(conn, rows: list[_Parsed], split: str, report: ImportReport, rejects
     """Insert a batch; ids already in the DB must hold identical content (idempotent re-import)."""
     if not rows:
         return
-    existing: dict[str, tuple] = {}
-    ids = [r.id for r in rows]
-    for i in range(0, len(ids), 900):
-        part = ids[i : i + 900]
-        q = f"SELECT id, text, original_label, split FROM sentences WHERE id IN ({','.join('?' * len(part))})"
-        existing.update({r[0]: r[1:] for r in conn.execute(q, part)})
+    existing = {r[0]: r[1:] for r in select_in(
+        conn, "SELECT id, text, original_label, split FROM sentences WHERE id IN ({marks})", [r.id for r in rows])}
     fresh: list[tuple] = []
     truth: list[tuple[str, int]] = []
     now = utcnow()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sentirefine.errors import InputDataError
+from sentirefine.sqlbatch import select_in
 from sentirefine.store import Store
 
 CSV_COLUMNS = ["id", "text", "current_label", "original_label", "reason", "p_positive", "confidence", "iteration",
@@ -213,14 +214,8 @@ def _validate(store: Store, parsed: list[tuple[str, str, str]], report: ImportRe
 
 
 def _lookup(store: Store, ids: list[str]) -> dict[str, tuple[int, str]]:
-    out: dict[str, tuple[int, str]] = {}
-    unique = list(dict.fromkeys(i for i in ids if i))
-    for start in range(0, len(unique), 900):
-        part = unique[start : start + 900]
-        marks = ",".join("?" * len(part))
-        out.update({i: (sid, split) for sid, i, split in store.conn.execute(
-            f"SELECT sid, id, split FROM sentences WHERE id IN ({marks})", part)})
-    return out
+    rows = select_in(store.conn, "SELECT sid, id, split FROM sentences WHERE id IN ({marks})", (i for i in ids if i))
+    return {i: (sid, split) for sid, i, split in rows}
 
 
 def _round(value: float | None) -> float | None:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from sentirefine.errors import StoreError
+from sentirefine.sqlbatch import select_in
 
 log = logging.getLogger(__name__)
 
@@ -387,15 +388,9 @@ class Store:
 
     def flip_counts(self, sids: Sequence[int], source: str = "ensemble") -> dict[int, int]:
         """How many times each row was changed by ``source`` (oscillation detection)."""
-        out: dict[int, int] = {}
-        for part in _batched(list(sids), 900):
-            marks = ",".join("?" * len(part))
-            rows = self.conn.execute(
-                f"SELECT sid, count(*) FROM label_history WHERE source=? AND sid IN ({marks}) GROUP BY sid",
-                (source, *part),
-            )
-            out.update({int(s): int(n) for s, n in rows})
-        return out
+        rows = select_in(self.conn, "SELECT sid, count(*) FROM label_history WHERE source=? "
+                                    "AND sid IN ({marks}) GROUP BY sid", sids, params=(source,))
+        return {int(s): int(n) for s, n in rows}
 
     @staticmethod
     def _enqueue(conn: sqlite3.Connection, items: Sequence[tuple[int, int, str, float | None]]) -> None:
@@ -418,11 +413,8 @@ class Store:
             return 0
         now = utcnow()
         with self.transaction() as conn:
-            current = {}
-            for part in _batched([sid for sid, _ in labels], 900):
-                marks = ",".join("?" * len(part))
-                current.update(conn.execute(f"SELECT sid, current_label FROM sentences WHERE split='train' "
-                                            f"AND sid IN ({marks})", part).fetchall())
+            current = dict(select_in(conn, "SELECT sid, current_label FROM sentences WHERE split='train' "
+                                           "AND sid IN ({marks})", [sid for sid, _ in labels]))
             missing = [sid for sid, _ in labels if sid not in current]
             if missing:
                 raise StoreError(f"{len(missing)} reviewed row(s) are not train rows (sids {missing[:5]})")
@@ -610,7 +602,3 @@ def _split_sql(script: str) -> list[str]:
             buf = []
     return out
 
-
-def _batched(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]

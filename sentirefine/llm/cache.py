@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from sentirefine.sqlbatch import select_in
+
 _DAY_S = 86_400.0
 
 
@@ -32,14 +34,8 @@ class AnswerCache:
         self.conn.execute("CREATE TABLE IF NOT EXISTS requests (at REAL NOT NULL)")
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
-        keys = list(dict.fromkeys(keys))
-        out: dict[str, Any] = {}
-        for i in range(0, len(keys), 900):
-            part = keys[i : i + 900]
-            rows = self.conn.execute(f"SELECT key, value FROM answers WHERE key IN ({','.join('?' * len(part))})",
-                                     part)
-            out.update({k: json.loads(v) for k, v in rows})
-        return out
+        rows = select_in(self.conn, "SELECT key, value FROM answers WHERE key IN ({marks})", keys)
+        return {k: json.loads(v) for k, v in rows}
 
     def put_many(self, items: dict[str, Any]) -> None:
         now = time.time()
