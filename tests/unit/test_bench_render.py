@@ -49,3 +49,15 @@ def test_default_arms_put_each_noise_kinds_ablations_before_the_ceiling() -> Non
                                               "sr_fixed", "sr_step02", "clean"]
     assert arms.default_arms("classcond") == arms.DEFAULT_ARMS
     assert all(n in arms.ARMS and n in render.ABLATION_SETTINGS for ab in arms.ABLATIONS.values() for n in ab)
+
+
+def test_a_contended_quality_run_keeps_its_accuracies_but_a_contended_timing_run_is_not_a_result() -> None:
+    base = {"command": "python -m bench", "date": "d", "machine": {"cpu": "x", "cores": 2, "ram_gb": 1},
+            "contended": True}
+    quality = render.provenance({**base, "benchmark": "quality"})[0]
+    stages = render.provenance({**base, "benchmark": "stages"})[0]
+    smoke = render.provenance({**base, "benchmark": "quality", "smoke": True})[0]
+    assert "labels and accuracies are not affected" in quality and "not a result" not in quality
+    assert "not a result" in stages
+    assert "SMOKE RUN" in smoke
+    assert "RUN" not in render.provenance({**base, "contended": False, "benchmark": "stages"})[0]
