@@ -51,6 +51,18 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
 
 
+# The issue's order: the targets' noise level first, then the harder cases.
+_NOISE_ORDER = {"uniform20": 0, "uniform40": 1, "classcond": 2}
+
+
+def _rate(rate: float | dict[str, float]) -> str:
+    """20% uniform, or per true class for class-conditional noise (keys are the true label)."""
+    if not isinstance(rate, dict):
+        return f"{rate:.0%} of labels flipped at random"
+    names = {"1": "positives → negative", "0": "negatives → positive"}
+    return ", ".join(f"{v:.0%} of {names.get(str(k), f'class {k}')}" for k, v in sorted(rate.items(), reverse=True))
+
+
 def provenance(r: dict[str, Any]) -> list[str]:
     m = r["machine"]
     return [f"`{r['command']}` — {r['date']}, {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM, "
@@ -87,7 +99,7 @@ def quality(r: dict[str, Any]) -> list[str]:
                      f"{a['iterations']}{' (converged)' if a.get('converged') else ''}",
                      _f(a["wall_seconds"] + (a.get("shared_bootstrap_seconds") or 0), 0)])
     noisy = r["arms"][0]["labels"]
-    out = [f"### Noise `{r['noise']}` ({r['noise_rate']}): {noisy['injected_errors']} of {noisy['rows']} "
+    out = [f"### Noise `{r['noise']}` ({_rate(r['noise_rate'])}): {noisy['injected_errors']} of {noisy['rows']} "
            f"train labels flipped", "", *provenance(r), *bert_start(r), *_table(head, rows), ""]
     out += ["Arms: " + "; ".join(f"`{a['arm']}` = {a['doc']}" for a in r["arms"]) + ".",
             "Wall s includes the shared noisy bootstrap where an arm starts from it.", ""]
@@ -235,7 +247,7 @@ def document(results: list[dict[str, Any]]) -> str:
            "## Targets", "", *_table(["target", "measured", "status", "from"], targets.rows(results)), ""]
     if by["quality"]:
         out += ["## Quality: injected noise removed, and what it buys the models", ""]
-        for r in sorted(by["quality"], key=lambda r: (r["size"], r["noise"])):
+        for r in sorted(by["quality"], key=lambda r: (r["size"], _NOISE_ORDER.get(r["noise"], 9), r["noise"])):
             out += quality(r)
     if by["speed"] or by["stages"] or by["memory"]:
         out += ["## Speed and scale", ""]
