@@ -61,3 +61,8 @@ def test_a_contended_quality_run_keeps_its_accuracies_but_a_contended_timing_run
     assert "not a result" in stages
     assert "SMOKE RUN" in smoke
     assert "RUN" not in render.provenance({**base, "contended": False, "benchmark": "stages"})[0]
+
+
+def test_noise_rates_read_as_words() -> None:
+    assert render._rate(0.2) == "20% of labels flipped at random"
+    assert render._rate({"1": 0.3, "0": 0.1}) == "30% of positives → negative, 10% of negatives → positive"
