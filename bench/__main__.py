@@ -156,18 +156,21 @@ def cmd_quality(args: argparse.Namespace) -> list[Path]:
                 "bert_checkpoint": _checkpoint_card(setup),
                 "noise_rate": noise.NOISE_KINDS[kind], "config_file": str(args.config) if args.config else None}
         name = f"quality-{kind}-{args.size}"
-        done = {} if args.fresh else _measured_arms(args.results, name, meta)
+        done = [] if args.fresh else _measured_arms(args.results, name, meta)
         save = partial(_save_quality, args.results, name, meta, done)
         results = quality.run_all(setup, chosen, limit, keep=args.keep_workspaces, done=done, on_result=save)
         paths.append(save(results, complete=True))
     return paths
 
 
-def _save_quality(results_dir: Path, name: str, meta: dict[str, Any], done: dict[str, dict[str, Any]],
+def _save_quality(results_dir: Path, name: str, meta: dict[str, Any], done: list[dict[str, Any]],
                   results: list[dict[str, Any]], complete: bool = False) -> Path:
-    """The result file so far; arms measured earlier but not chosen this time stay in it."""
-    measured = {r["arm"] for r in results}
-    kept = [r for n, r in done.items() if n not in measured]
+    """The result file so far; arms measured earlier but not chosen this time stay in it.
+
+    A kept record that this run reused under a new name (``measured_as``) is not kept twice.
+    """
+    taken = {r["arm"] for r in results} | {r["measured_as"] for r in results if r.get("measured_as")}
+    kept = [r for r in done if r["arm"] not in taken]
     return machine.save(results_dir, name, {**meta, "complete": complete, "arms": results + kept})
 
 
@@ -175,16 +178,19 @@ def _save_quality(results_dir: Path, name: str, meta: dict[str, Any], done: dict
 _SAME_RUN = ("data", "size", "gold_size", "seed", "members", "overrides", "noise", "config_file", "smoke")
 
 
-def _measured_arms(results_dir: Path, name: str, meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Arms already measured by an earlier run with the same data, seeds, members and overrides."""
+def _measured_arms(results_dir: Path, name: str, meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """Arm records of an earlier run with the same data, seeds, members and overrides.
+
+    Which of them still describe an arm is decided per arm by their settings (``quality.reusable``).
+    """
     path = machine.result_path(results_dir, name, smoke=bool(meta.get("smoke")))
     if not path.is_file():
-        return {}
+        return []
     old = json.loads(path.read_text(encoding="utf-8"))
     if any(old.get(k) != meta.get(k) for k in _SAME_RUN):
         print(f"[bench] {path.name} is from a different setup: measuring every arm again")
-        return {}
-    return {a["arm"]: a for a in old.get("arms", [])}
+        return []
+    return list(old.get("arms", []))
 
 
 def cmd_stages(args: argparse.Namespace) -> list[Path]:

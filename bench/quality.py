@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import cleanlab_arm, machine
+from bench import cleanlab_arm, effective, machine
 from bench.arms import Arm
 from bench.detection import label_scores
 from bench.workspaces import Setup, clone, create
@@ -82,10 +82,15 @@ class QualityRun:
         t0 = time.perf_counter()
         out = getattr(self, f"_{arm.kind}")(arm)
         # Arms of one result file may be measured in different sessions: each carries its own provenance.
-        out.update(arm=arm.name, doc=arm.doc, overrides=arm.overrides,
-                   wall_seconds=round(time.perf_counter() - t0, 1), measured_at=start["date"],
-                   git_rev=start["git_rev"], load_average_at_start=start["load_average_at_start"])
+        out.update(arm=arm.name, kind=arm.kind, variant=arm.variant, doc=arm.doc, overrides=arm.overrides,
+                   settings=self.settings(arm), wall_seconds=round(time.perf_counter() - t0, 1),
+                   measured_at=start["date"], git_rev=start["git_rev"],
+                   load_average_at_start=start["load_average_at_start"])
         return out
+
+    def settings(self, arm: Arm) -> dict[str, Any]:
+        """The config settings that decide this arm's numbers (see :mod:`bench.effective`)."""
+        return effective.settings(self.setup.config(arm.name, arm.overrides), arm.kind)
 
     def _none(self, arm: Arm) -> dict[str, Any]:
         boot = self.bootstrap()
@@ -132,11 +137,32 @@ class QualityRun:
                     "per_iteration": _iteration_rows(store), "shared_bootstrap_seconds": boot["seconds"]}
 
 
+def reusable(arm: Arm, settings: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """An earlier record that measured exactly this arm, or None (then the arm is measured).
+
+    Same kind, variant and settings is the same computation (fixed data and seeds), whatever the
+    arm was called then: an ablation that became the default is reused under its new name, with
+    ``measured_as`` keeping the old one. A record without settings predates them and is not trusted.
+    """
+    def same(r: dict[str, Any]) -> bool:
+        return (r.get("settings") == settings and r.get("kind") == arm.kind
+                and r.get("variant", "") == arm.variant)
+
+    match = next((r for r in records if r["arm"] == arm.name and same(r)), None)
+    if match is not None:
+        return match
+    twin = next((r for r in records if same(r)), None)
+    if twin is None:
+        return None
+    return {**twin, "arm": arm.name, "doc": arm.doc, "overrides": arm.overrides,
+            "measured_as": twin.get("measured_as", twin["arm"])}
+
+
 def run_all(setup: Setup, arms: list[Arm], max_iterations: int, *, keep: bool = False,
-            done: dict[str, dict[str, Any]] | None = None,
+            done: list[dict[str, Any]] | None = None,
             on_result: Callable[[list[dict[str, Any]]], None] | None = None,
             progress=print) -> list[dict[str, Any]]:
-    """Every arm in order, skipping those in ``done`` (measured by an earlier, interrupted run).
+    """Every arm in order, reusing what ``done`` (an earlier run's records) already measured.
 
     A fresh run (nothing ``done``) first drops the bootstrap an earlier run may have left; a
     resumed one reuses it and its cleanlab flags, so its arms start from the same noisy models.
@@ -144,7 +170,7 @@ def run_all(setup: Setup, arms: list[Arm], max_iterations: int, *, keep: bool = 
     Unless ``keep``, each arm's workspace is deleted once measured (checkpoints of every
     iteration add up to gigabytes over a full run), the shared bootstrap at the end.
     """
-    done = done or {}
+    done = done or []
     if not done:
         (setup.scratch / f"{BOOTSTRAP}.json").unlink(missing_ok=True)
     if not (setup.scratch / f"{BOOTSTRAP}.json").is_file():  # flags belong to the bootstrap they came from
@@ -152,10 +178,17 @@ def run_all(setup: Setup, arms: list[Arm], max_iterations: int, *, keep: bool = 
     runner = QualityRun(setup, max_iterations)
     results = []
     for arm in arms:
-        if arm.name in done:
-            progress(f"[bench] arm {arm.name}: measured earlier ({done[arm.name].get('measured_at')}), kept")
-            results.append(done[arm.name])
+        earlier = reusable(arm, runner.settings(arm), done)
+        if earlier is not None:
+            alias = f" as {earlier['measured_as']}" if earlier.get("measured_as") else ""
+            progress(f"[bench] arm {arm.name}: measured earlier{alias} ({earlier.get('measured_at')}), kept")
+            results.append(earlier)
             continue
+        stale = next((r for r in done if r["arm"] == arm.name), None)
+        if stale is not None:
+            changed = effective.differences(stale.get("settings") or {}, runner.settings(arm))
+            progress(f"[bench] arm {arm.name}: settings changed since it was measured "
+                     f"({effective.describe(changed) or 'no settings recorded'}): measuring it again")
         progress(f"[bench] arm {arm.name} ...")
         results.append(runner.run(arm))
         if on_result is not None:

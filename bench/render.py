@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench import targets
+from bench import effective, targets
 
 KINDS = ("quality", "stages", "speed", "memory", "pretrain_choice")
 
@@ -85,14 +85,28 @@ def _run_flag(r: dict[str, Any]) -> str:
     return " — **CONTENDED RUN: timings on a shared, busy machine, not a result**"
 
 
+def _record_note(r: dict[str, Any], a: dict[str, Any], notes: list[str]) -> str:
+    """A footnote mark for a record that is stale or was measured under another arm name."""
+    stale = effective.stale(r, a)
+    if stale:
+        notes += [f"† `{a['arm']}` is **stale**: {stale}. Measure it again with "
+                  f"`--arms` naming it; until then compare it with care.", ""]
+        return " †"
+    if a.get("measured_as"):
+        notes += [f"`{a['arm']}` is the run measured as `{a['measured_as']}`: the same settings, data and seeds "
+                  "(the benchmark is deterministic), so it was not run twice.", ""]
+    return ""
+
+
 def quality(r: dict[str, Any]) -> list[str]:
     members = r["members"]
     head = ["arm", "detected", "precision", "recall", "F1", "clean wrongly changed", "final label acc",
             *[f"gold acc / F1 {m}" for m in members], "gold acc ensemble", "gold F1 ensemble", "iterations", "wall s"]
-    rows = []
+    rows, notes = [], []
     for a in r["arms"]:
         lab, gold = a["labels"], a["gold"]
-        rows.append([f"`{a['arm']}`", _f(lab["detected"]), _f(lab["precision"]), _f(lab["recall"]), _f(lab["f1"]),
+        mark = _record_note(r, a, notes)
+        rows.append([f"`{a['arm']}`{mark}", _f(lab["detected"]), _f(lab["precision"]), _f(lab["recall"]), _f(lab["f1"]),
                      _pct(lab["clean_wrongly_changed_rate"]), _f(lab["final_label_accuracy"]),
                      *[_acc_f1(gold["members"].get(m, {})) for m in members],
                      _f(gold["ensemble"]["accuracy"]), _f(gold["ensemble"]["f1"]),
@@ -102,7 +116,7 @@ def quality(r: dict[str, Any]) -> list[str]:
     out = [f"### Noise `{r['noise']}` ({_rate(r['noise_rate'])}): {noisy['injected_errors']} of {noisy['rows']} "
            f"train labels flipped", "", *provenance(r), *bert_start(r), *_table(head, rows), ""]
     out += ["Arms: " + "; ".join(f"`{a['arm']}` = {a['doc']}" for a in r["arms"]) + ".",
-            "Wall s includes the shared noisy bootstrap where an arm starts from it.", ""]
+            "Wall s includes the shared noisy bootstrap where an arm starts from it.", "", *notes]
     out += ablations(r)
     dates = sorted({a["measured_at"][:10] for a in r["arms"] if a.get("measured_at")})
     if len(dates) > 1:
@@ -113,40 +127,44 @@ def quality(r: dict[str, Any]) -> list[str]:
     return out
 
 
-# The config setting each ablation changes, as the default holds it and as the ablation sets it.
-ABLATION_SETTINGS = {
-    "sr_insample": ("ensemble.cross_fit", "[lexicon]", "[] (all in-sample)"),
-    "sr_crossfit_rnn": ("ensemble.cross_fit", "[lexicon]", "[lexicon, lstm, bilstm]"),
-    "sr_fixed": ("refine.threshold.step", "0.05 (rising)", "0 (fixed)"),
-    "sr_step02": ("refine.threshold.step", "0.05 (rising)", "0.02 (rising slower)"),
-    "sr_perclass": ("refine.threshold.per_class", "{} (none)", "{0: 0.05}"),
-}
-
-
 def ablations(r: dict[str, Any]) -> list[str]:
     """Each ablation against the default arm: does the measurement support the shipped default?
 
-    Label-error F1 decides (cleaning labels is the loop's job); a tie within half a point goes to
-    the default unless the ablation's ensemble is a full gold-accuracy point better.
+    The settings compared are read from the two records, so the table cannot name a setting the
+    runs did not differ in. Label-error F1 decides (cleaning labels is the loop's job); a tie
+    within half a point goes to the default unless the ablation's ensemble is a full
+    gold-accuracy point better. A record measured under other defaults gets no verdict.
     """
     sr = next((a for a in r["arms"] if a["arm"] == "sentirefine"), None)
-    found = [a for a in r["arms"] if a["arm"] in ABLATION_SETTINGS]
+    found = [a for a in r["arms"] if a.get("kind") == "loop" and a["arm"] != "sentirefine"]
     if sr is None or not found or sr["labels"]["f1"] is None:
         return []
     rows = []
     for a in found:
-        setting, default, changed = ABLATION_SETTINGS[a["arm"]]
-        f1_gap = (sr["labels"]["f1"] or 0) - (a["labels"]["f1"] or 0)
-        acc_gap = sr["gold"]["ensemble"]["accuracy"] - a["gold"]["ensemble"]["accuracy"]
-        supported = f1_gap > 0.005 or (f1_gap >= -0.005 and acc_gap > -0.01)
-        rows.append([f"`{setting}`", default, changed, f"{sr['labels']['f1']:.3f} vs {_f(a['labels']['f1'])}",
+        diff = effective.differences(sr.get("settings") or {}, a.get("settings") or {})
+        stale = effective.stale(r, sr) or effective.stale(r, a)
+        rows.append([f"`{a['arm']}`", ", ".join(f"`{k}`" for k in diff) or "(none)",
+                     ", ".join(_setting(old) for old, _ in diff.values()),
+                     ", ".join(_setting(new) for _, new in diff.values()),
+                     f"{sr['labels']['f1']:.3f} vs {_f(a['labels']['f1'])}",
                      f"{_pct(sr['labels']['clean_wrongly_changed_rate'])} vs "
                      f"{_pct(a['labels']['clean_wrongly_changed_rate'])}",
                      f"{sr['gold']['ensemble']['accuracy']:.4f} vs {a['gold']['ensemble']['accuracy']:.4f}",
-                     "default supported" if supported else "**ablation better: revisit the default**"])
+                     f"not comparable: a record is stale ({stale})" if stale else _verdict(sr, a)])
     return [f"#### Defaults against their ablations (`{r['noise']}`)", "",
-            *_table(["setting", "default", "ablation", "label F1 (default vs ablation)", "clean wrongly changed",
-                     "ensemble gold acc", "verdict"], rows), ""]
+            *_table(["ablation", "setting", "default", "ablation's", "label F1 (default vs ablation)",
+                     "clean wrongly changed", "ensemble gold acc", "verdict"], rows), ""]
+
+
+def _verdict(sr: dict[str, Any], a: dict[str, Any]) -> str:
+    f1_gap = (sr["labels"]["f1"] or 0) - (a["labels"]["f1"] or 0)
+    acc_gap = sr["gold"]["ensemble"]["accuracy"] - a["gold"]["ensemble"]["accuracy"]
+    supported = f1_gap > 0.005 or (f1_gap >= -0.005 and acc_gap > -0.01)
+    return "default supported" if supported else "**ablation better: revisit the default**"
+
+
+def _setting(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False) if value is not None else "(unset)"
 
 
 def bert_start(r: dict[str, Any]) -> list[str]:

@@ -105,15 +105,23 @@ def test_a_resumed_run_keeps_measured_arms_and_adds_the_rest(smoke_run, tmp_path
     results = tmp_path / "results"
     results.mkdir()
     name = f"quality-uniform20-{SIZE}-smoke.json"
-    (results / name).write_text((root / "results" / name).read_text(encoding="utf-8"), encoding="utf-8")
+    earlier = json.loads((root / "results" / name).read_text(encoding="utf-8"))
+    # As if sentirefine had been measured under an older default threshold start: it must run again.
+    loop_arm = next(a for a in earlier["arms"] if a["arm"] == "sentirefine")
+    loop_arm["settings"]["refine.threshold.start"] = 0.99
+    (results / name).write_text(json.dumps(earlier), encoding="utf-8")
     config = root / "smoke.yaml"
     proc = _bench("quality", "--data", "demo", "--size", str(SIZE), "--gold-size", "100", "--members",
-                  "lexicon,lstm", "--noise", "uniform20", "--arms", "none,cleanlab_remove", "--max-iterations", "1",
-                  "--config", str(config), "--scratch", str(tmp_path / "scratch"), "--results", str(results))
+                  "lexicon,lstm", "--noise", "uniform20", "--arms", "none,cleanlab_remove,sentirefine",
+                  "--max-iterations", "1", "--config", str(config), "--scratch", str(tmp_path / "scratch"),
+                  "--results", str(results))
     assert "arm none: measured earlier" in proc.stdout
+    assert "arm sentirefine: settings changed since it was measured (refine.threshold.start 0.99 (now 0.6))" \
+        in proc.stdout
     resumed = json.loads((results / name).read_text(encoding="utf-8"))
     arms = {a["arm"]: a for a in resumed["arms"]}
     assert set(arms) == {*ARMS, "cleanlab_remove"} and resumed["complete"] is True
     before = {a["arm"]: a for a in result["arms"]}
-    assert all(arms[n] == before[n] for n in ARMS)  # kept as measured, not re-run
+    assert all(arms[n] == before[n] for n in ARMS if n != "sentirefine")  # kept as measured, not re-run
+    assert arms["sentirefine"]["settings"] == before["sentirefine"]["settings"]  # measured again, as it is now
     assert arms["cleanlab_remove"]["labels"]["rows_trained_on"] < SIZE

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from bench import render
+from bench import effective, render
+from bench.arms import ARMS
+from bench.workspaces import merge
+from sentirefine.config import load_config
 
 
-def _arm(name: str, f1: float, acc: float, wrong: float = 0.01) -> dict:
-    return {"arm": name, "labels": {"f1": f1, "clean_wrongly_changed_rate": wrong},
-            "gold": {"ensemble": {"accuracy": acc}}}
+def _arm(name: str, f1: float, acc: float, wrong: float = 0.01, **changed) -> dict:
+    """A loop arm's record as the quality run writes it, with the settings its arm has today."""
+    overrides = merge(ARMS[name].overrides, changed)
+    return {"arm": name, "kind": "loop", "labels": {"f1": f1, "clean_wrongly_changed_rate": wrong},
+            "gold": {"ensemble": {"accuracy": acc}},
+            "settings": effective.settings(load_config(None, overrides), "loop")}
 
 
 def _verdicts(*arms: dict) -> dict[str, str]:
@@ -18,13 +24,32 @@ def _verdicts(*arms: dict) -> dict[str, str]:
 
 def test_a_better_ablation_is_called_out():
     verdicts = _verdicts(_arm("sr_fixed", 0.72, 0.84), _arm("sr_insample", 0.40, 0.83))
-    assert verdicts["refine.threshold.step"].startswith("**ablation better")
-    assert verdicts["ensemble.cross_fit"] == "default supported"
+    assert verdicts["sr_fixed"].startswith("**ablation better")
+    assert verdicts["sr_insample"] == "default supported"
 
 
 def test_a_tie_goes_to_the_default_unless_the_ensemble_gains_a_point():
-    assert _verdicts(_arm("sr_perclass", 0.703, 0.845))["refine.threshold.per_class"] == "default supported"
-    assert _verdicts(_arm("sr_perclass", 0.703, 0.851))["refine.threshold.per_class"].startswith("**ablation")
+    assert _verdicts(_arm("sr_perclass", 0.703, 0.845))["sr_perclass"] == "default supported"
+    assert _verdicts(_arm("sr_perclass", 0.703, 0.851))["sr_perclass"].startswith("**ablation")
+
+
+def test_the_table_names_the_settings_the_two_records_differ_in():
+    lines = render.ablations({"noise": "uniform20", "arms": [_arm("sentirefine", 0.7, 0.84),
+                                                             _arm("sr_fixed", 0.72, 0.84)]})
+    row = next(line for line in lines if line.startswith("| `sr_fixed`"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    default_step = load_config(None, {}).refine.threshold.step
+    assert cells[1:4] == ["`refine.threshold.step`", str(default_step), "0.0"]
+
+
+def test_a_record_measured_under_other_defaults_gets_no_verdict():
+    # sr_perclass measured when the threshold rose by 0.5 a step: no longer its arm today.
+    stale = _arm("sr_perclass", 0.9, 0.9, refine={"threshold": {"step": 0.5}})
+    verdict = _verdicts(stale)["sr_perclass"]
+    assert verdict.startswith("not comparable") and "refine.threshold.step 0.5" in verdict
+    notes = []
+    assert render._record_note({}, stale, notes) == " †" and "stale" in notes[0]
+    assert render._record_note({}, _arm("sr_fixed", 0.7, 0.8), []) == ""
 
 
 def test_no_table_without_the_default_arm_or_any_ablation():
@@ -46,9 +71,9 @@ def test_default_arms_put_each_noise_kinds_ablations_before_the_ceiling() -> Non
     from bench import arms
 
     assert arms.default_arms("uniform40") == ["none", "cleanlab_flip", "cleanlab_remove", "sentirefine",
-                                              "sr_fixed", "sr_step02", "clean"]
-    assert arms.default_arms("classcond") == arms.DEFAULT_ARMS
-    assert all(n in arms.ARMS and n in render.ABLATION_SETTINGS for ab in arms.ABLATIONS.values() for n in ab)
+                                              "sr_fixed", "sr_step05", "clean"]
+    assert arms.default_arms("unknown") == arms.DEFAULT_ARMS
+    assert all(arms.ARMS[n].kind == "loop" and arms.ARMS[n].overrides for ab in arms.ABLATIONS.values() for n in ab)
 
 
 def test_a_contended_quality_run_keeps_its_accuracies_but_a_contended_timing_run_is_not_a_result() -> None:

@@ -1,0 +1,90 @@
+"""What an arm's numbers depend on: the slice of its resolved config, recorded with its result.
+
+A result file outlives the defaults it was measured under. Each arm record therefore carries
+the settings that decide its numbers (flattened to ``section.field`` keys), so that:
+
+- a resumed run re-measures an arm whose settings changed since (a new default), instead of
+  keeping a number that no longer describes it;
+- a run reuses a record measured under another arm name with the very same settings (an
+  ablation that became the default) — the benchmark is deterministic for fixed data and seeds;
+- BENCHMARKS.md names the settings of a kept record that no longer match its arm.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
+
+from sentirefine.config import Config, load_config
+
+# Which config sections decide each kind of arm. The threshold schedule and the rest of
+# ``refine`` only matter to arms that run the loop; the members and the ensemble to all, and so
+# does the gold subset every arm is scored on.
+SECTIONS = {"none": ("models", "ensemble"), "clean": ("models", "ensemble"),
+            "cleanlab": ("models", "ensemble"), "loop": ("models", "ensemble", "refine")}
+EVERY_ARM = ("refine.gold_eval_rows",)
+
+# Settings that change how fast or where a run goes, not what it computes. The BERT checkpoint
+# is a path to the run's shared starting point, described by the result's ``bert_checkpoint``.
+OPERATIONAL = frozenset({"models.device", "models.bert.checkpoint", "ensemble.workers", "ensemble.start_method",
+                         "ensemble.predict_batch_rows", "ensemble.worker_token_cache_entries"})
+
+
+def _leaves(model: BaseModel, prefix: str):
+    """(dotted key, JSON value) for every field, descending into sub-sections, not into dict values."""
+    for name in type(model).model_fields:
+        value, key = getattr(model, name), f"{prefix}{name}"
+        if isinstance(value, BaseModel):
+            yield from _leaves(value, f"{key}.")
+        else:
+            # Through JSON and back: the record compared later is what the result file holds (int keys
+            # of ``per_class`` become strings, paths become text).
+            yield key, json.loads(json.dumps(to_jsonable_python(value)))
+
+
+def settings(cfg: Config, kind: str) -> dict[str, Any]:
+    """The flattened settings that decide the result of an arm of this ``kind``."""
+    out: dict[str, Any] = {}
+    for section in SECTIONS[kind]:
+        out.update((k, v) for k, v in _leaves(getattr(cfg, section), f"{section}.") if k not in OPERATIONAL)
+    out.update((k, v) for k, v in _leaves(cfg.refine, "refine.") if k in EVERY_ARM)
+    return out
+
+
+def differences(recorded: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``key: (recorded value, current value)`` for every setting that differs (absent = None)."""
+    return {k: (recorded.get(k), current.get(k)) for k in sorted(recorded.keys() | current.keys())
+            if recorded.get(k) != current.get(k)}
+
+
+def describe(diff: dict[str, tuple[Any, Any]], limit: int = 3) -> str:
+    """A short human line: ``refine.threshold.step 0.05 (now 0.02)``."""
+    parts = [f"{k} {json.dumps(old)} (now {json.dumps(new)})" for k, (old, new) in list(diff.items())[:limit]]
+    more = len(diff) - limit
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def stale(result: dict[str, Any], record: dict[str, Any]) -> str:
+    """Why a kept record no longer describes its arm ('' when it still does).
+
+    The arm's settings today come from the result's own setup (config file and overrides) plus the
+    arm's overrides, with today's defaults: a changed default shows up here.
+    """
+    from bench.arms import ARMS  # the arms module describes runs; this one only compares them
+    from bench.workspaces import merge
+
+    arm = ARMS.get(record["arm"])
+    if arm is None:
+        return "its arm is no longer defined"
+    if "settings" not in record:
+        return "its settings were not recorded"
+    config_file = result.get("config_file")
+    if config_file and not Path(config_file).is_file():
+        return ""  # cannot tell without the config it ran with
+    cfg = load_config(Path(config_file) if config_file else None, merge(result.get("overrides") or {}, arm.overrides))
+    diff = differences(record["settings"], settings(cfg, arm.kind))
+    return f"measured with {describe(diff)}" if diff else ""
