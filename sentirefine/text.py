@@ -87,10 +87,13 @@ class Tokenizer:
             analysed = self._kiwi.tokenize([texts[i] for i in korean])
             for i, tokens in zip(korean, analysed, strict=True):
                 out[i] = [tok.form.lower() for tok in tokens]
-        if len(cache) + len(texts) > _CACHE_LIMIT["entries"]:
+        # Only what is new can overflow the bound: re-reading cached texts (the k cross-fit copies
+        # read the same train split) must not wipe them (at 150k rows it cost a Kiwi pass per fold).
+        new = {t: toks for t, toks in zip(texts, out, strict=True) if t not in cache}
+        if len(cache) + len(new) > _CACHE_LIMIT["entries"]:
             cache.clear()  # crude but bounded: the batch just tokenised is always kept
-        for t, toks in zip(texts, out, strict=True):
-            cache[t] = toks
+            new = dict(zip(texts, out, strict=True))
+        cache.update(new)
         return [list(toks or []) for toks in out]
 
 

@@ -32,3 +32,16 @@ def test_lowering_the_bound_drops_a_larger_cache(small_cache):
     assert len(small_cache["regex"]) == 300
     text.set_cache_limit(100)
     assert len(small_cache["regex"]) == 0
+
+
+def test_reading_cached_texts_again_keeps_them(small_cache):
+    # 40 texts under a bound of 50. A fold re-reading 30 of them (a cross-fit copy fitting on the
+    # other folds) hits the cache; it must not clear it because 40 + 30 > 50 and so lose the 10
+    # held-out texts the fold predicts next.
+    tok = text.Tokenizer("regex")
+    texts = [f"review {i}" for i in range(40)]
+    tok.tokenize(texts)
+    tok.tokenize(texts[10:])
+    assert all(t in small_cache["regex"] for t in texts[:10])
+    tok.tokenize([f"other {i}" for i in range(20)])  # 40 + 20 new > 50: now it clears
+    assert len(small_cache["regex"]) == 20
