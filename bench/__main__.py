@@ -165,13 +165,30 @@ def cmd_quality(args: argparse.Namespace) -> list[Path]:
 
 def _save_quality(results_dir: Path, name: str, meta: dict[str, Any], done: list[dict[str, Any]],
                   results: list[dict[str, Any]], complete: bool = False) -> Path:
-    """The result file so far; arms measured earlier but not chosen this time stay in it.
+    """The result file so far. Nothing measured is dropped from it.
 
-    A kept record that this run reused under a new name (``measured_as``) is not kept twice.
+    Records of earlier runs that this run did not reuse stay: shown if their arm was not chosen
+    this time; *shelved* (kept in the file, not in the tables) if an arm of this run replaced
+    them, since a later run may still reuse them under another name (an old default that
+    becomes an ablation). A record reused under a new name is not kept twice.
     """
-    taken = {r["arm"] for r in results} | {r["measured_as"] for r in results if r.get("measured_as")}
-    kept = [r for r in done if r["arm"] not in taken]
-    return machine.save(results_dir, name, {**meta, "complete": complete, "arms": results + kept})
+    used = {_measurement(r) for r in results}
+    names = {r["arm"] for r in results}
+    shown, shelved = [], []
+    for r in done:
+        if _measurement(r) in used:
+            continue
+        if r.get("shelved") or r["arm"] in names:
+            shelved.append({k: v for k, v in r.items() if k != "shelved"})
+        else:
+            shown.append(r)
+    return machine.save(results_dir, name, {**meta, "complete": complete, "arms": results + shown,
+                                            "shelved": shelved})
+
+
+def _measurement(record: dict[str, Any]) -> tuple[str, Any]:
+    """Which run a record is, whatever arm name it is shown under now."""
+    return record.get("measured_as") or record["arm"], record.get("measured_at")
 
 
 # What must match for arms of an earlier (interrupted) result file to be reused.
@@ -190,7 +207,7 @@ def _measured_arms(results_dir: Path, name: str, meta: dict[str, Any]) -> list[d
     if any(old.get(k) != meta.get(k) for k in _SAME_RUN):
         print(f"[bench] {path.name} is from a different setup: measuring every arm again")
         return []
-    return list(old.get("arms", []))
+    return list(old.get("arms", [])) + [{**r, "shelved": True} for r in old.get("shelved", [])]
 
 
 def cmd_stages(args: argparse.Namespace) -> list[Path]:

@@ -149,13 +149,13 @@ def reusable(arm: Arm, settings: dict[str, Any], records: list[dict[str, Any]]) 
                 and r.get("variant", "") == arm.variant)
 
     match = next((r for r in records if r["arm"] == arm.name and same(r)), None)
-    if match is not None:
-        return match
-    twin = next((r for r in records if same(r)), None)
-    if twin is None:
-        return None
-    return {**twin, "arm": arm.name, "doc": arm.doc, "overrides": arm.overrides,
-            "measured_as": twin.get("measured_as", twin["arm"])}
+    if match is None:
+        twin = next((r for r in records if same(r)), None)
+        if twin is None:
+            return None
+        match = {**twin, "arm": arm.name, "doc": arm.doc, "overrides": arm.overrides,
+                 "measured_as": twin.get("measured_as", twin["arm"])}
+    return {k: v for k, v in match.items() if k != "shelved"}  # back in the tables
 
 
 def run_all(setup: Setup, arms: list[Arm], max_iterations: int, *, keep: bool = False,
@@ -184,7 +184,7 @@ def run_all(setup: Setup, arms: list[Arm], max_iterations: int, *, keep: bool = 
             progress(f"[bench] arm {arm.name}: measured earlier{alias} ({earlier.get('measured_at')}), kept")
             results.append(earlier)
             continue
-        stale = next((r for r in done if r["arm"] == arm.name), None)
+        stale = next((r for r in done if r["arm"] == arm.name and not r.get("shelved")), None)
         if stale is not None:
             changed = effective.differences(stale.get("settings") or {}, runner.settings(arm))
             progress(f"[bench] arm {arm.name}: settings changed since it was measured "

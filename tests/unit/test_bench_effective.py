@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 from bench import effective
-from bench.arms import ARMS
+from bench.arms import ARMS, Arm
 from bench.quality import reusable
 from sentirefine.config import load_config
 
@@ -52,3 +54,25 @@ def test_a_twin_must_be_the_same_kind_of_arm():
     assert reusable(ARMS["cleanlab_remove"], flip, [_record("cleanlab_flip", flip)]) is None
     # The floor and the ceiling too: same settings, different labels trained on.
     assert reusable(ARMS["clean"], _settings("clean"), [_record("none", _settings("none"))]) is None
+
+
+def test_a_replaced_record_is_shelved_not_lost_and_a_later_run_reuses_it(tmp_path):
+    from bench.__main__ import _measured_arms, _save_quality
+
+    meta = {"benchmark": "quality", "noise": "uniform20", "size": 10}
+    old_default = _settings(refine={"threshold": {"step": 0.3}})
+    old = {**_record("sentirefine", old_default), "measured_at": "t1"}
+    fixed = {**_record("sr_fixed", _settings(refine={"threshold": {"step": 0.0}})), "measured_at": "t2"}
+    new = {**_record("sentirefine", _settings()), "measured_at": "t3"}
+    path = _save_quality(tmp_path, "quality-uniform20-10", meta, [old, fixed], [new])
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    assert [a["measured_at"] for a in saved["arms"]] == ["t3", "t2"]  # the tables show the current ones
+    assert [a["measured_at"] for a in saved["shelved"]] == ["t1"]  # the old default is kept, unshown
+
+    done = _measured_arms(tmp_path, "quality-uniform20-10", meta)
+    arm = Arm("sr_old", "loop", "the old default as an ablation", {})
+    reused = reusable(arm, old_default, done)
+    assert reused["measured_at"] == "t1" and reused["measured_as"] == "sentirefine" and "shelved" not in reused
+    again = _save_quality(tmp_path, "quality-uniform20-10", meta, done, [done[0], reused])
+    saved = json.loads(again.read_text(encoding="utf-8"))
+    assert {a["arm"] for a in saved["arms"]} == {"sentirefine", "sr_old", "sr_fixed"} and saved["shelved"] == []
