@@ -19,6 +19,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
+from bench.arms import ARMS
+from bench.workspaces import merge
 from sentirefine.config import Config, load_config
 
 # Which config sections decide each kind of arm. The threshold schedule and the rest of
@@ -74,9 +76,6 @@ def stale(result: dict[str, Any], record: dict[str, Any]) -> str:
     The arm's settings today come from the result's own setup (config file and overrides) plus the
     arm's overrides, with today's defaults: a changed default shows up here.
     """
-    from bench.arms import ARMS  # the arms module describes runs; this one only compares them
-    from bench.workspaces import merge
-
     arm = ARMS.get(record["arm"])
     if arm is None:
         return "its arm is no longer defined"

@@ -178,7 +178,8 @@ def run_all(setup: Setup, arms: list[Arm], max_iterations: int, *, keep: bool = 
     runner = QualityRun(setup, max_iterations)
     results = []
     for arm in arms:
-        earlier = reusable(arm, runner.settings(arm), done)
+        now = runner.settings(arm)
+        earlier = reusable(arm, now, done)
         if earlier is not None:
             alias = f" as {earlier['measured_as']}" if earlier.get("measured_as") else ""
             progress(f"[bench] arm {arm.name}: measured earlier{alias} ({earlier.get('measured_at')}), kept")
@@ -186,7 +187,7 @@ def run_all(setup: Setup, arms: list[Arm], max_iterations: int, *, keep: bool = 
             continue
         stale = next((r for r in done if r["arm"] == arm.name and not r.get("shelved")), None)
         if stale is not None:
-            changed = effective.differences(stale.get("settings") or {}, runner.settings(arm))
+            changed = effective.differences(stale.get("settings") or {}, now)
             progress(f"[bench] arm {arm.name}: settings changed since it was measured "
                      f"({effective.describe(changed) or 'no settings recorded'}): measuring it again")
         progress(f"[bench] arm {arm.name} ...")
