@@ -32,6 +32,8 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
         {"ensemble": {"cross_fit": ["lexicon", "lstm", "bilstm"]}}),
     Arm("sr_fixed", "loop", "ablation: fixed threshold (refine.threshold.step: 0)",
         {"refine": {"threshold": {"step": 0.0}}}),
+    Arm("sr_start80", "loop", "ablation: stricter first threshold (refine.threshold.start: 0.80, default 0.70)",
+        {"refine": {"threshold": {"start": 0.80}}}),
     Arm("sr_step05", "loop", "ablation: faster rising threshold (refine.threshold.step: 0.05, the default "
         "before 2026-11-30)", {"refine": {"threshold": {"step": 0.05}}}),
     Arm("sr_perclass", "loop", "ablation: class-wise thresholds (refine.threshold.per_class: {0: 0.05}: "
@@ -41,11 +43,12 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
 ]}
 
 # The default set. The ablations run where the targets are defined (20% uniform noise), all but
-# the costly sr_crossfit_rnn (run it with --arms); the threshold schedule is re-checked at 40%,
-# where confirmation bias (the reason it rises) should bite most, and class-wise thresholds at
-# class-conditional noise, the case they exist for.
+# the costly sr_crossfit_rnn (run it with --arms); sr_start80 asks whether a stricter start meets
+# the wrong-change target there. The threshold schedule is re-checked at 40%, where confirmation
+# bias (the reason it rises) should bite most, and class-wise thresholds at class-conditional
+# noise, the case they exist for.
 DEFAULT_ARMS = ["none", "cleanlab_flip", "cleanlab_remove", "sentirefine", "clean"]
-ABLATIONS = {"uniform20": ["sr_insample", "sr_fixed", "sr_perclass", "sr_step05"],
+ABLATIONS = {"uniform20": ["sr_insample", "sr_fixed", "sr_perclass", "sr_step05", "sr_start80"],
              "uniform40": ["sr_fixed", "sr_step05"],
              "classcond": ["sr_perclass", "sr_step05"]}
 
