@@ -38,7 +38,9 @@ class EnsemblePyfunc(mlflow.pyfunc.PythonModel):
         self.spec = spec
         self.members = [load_model(Path(context.artifacts[name])) for name in spec["members"]]
 
-    def predict(self, context, model_input, params=None):  # no hints: MLflow would validate against them
+    # A DataFrame hint is one MLflow neither infers a schema from nor validates against (the
+    # logged signature does that); without any hint it warns on every log_model.
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         texts = _texts(model_input)
         probs = np.stack([m.predict_proba(texts)[:, 1] for m in self.members], axis=1)
         probs = apply_temperature(probs, [self.spec["temperatures"][n] for n in self.spec["members"]])
@@ -53,6 +55,6 @@ class MemberPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         self.member = load_model(Path(context.artifacts["member"]))
 
-    def predict(self, context, model_input, params=None):  # no hints: MLflow would validate against them
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         p = self.member.predict_proba(_texts(model_input))[:, 1]
         return pd.DataFrame({"label": (p > 0.5).astype(np.int64), "probability": p})
