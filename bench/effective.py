@@ -57,10 +57,25 @@ def settings(cfg: Config, kind: str) -> dict[str, Any]:
     return out
 
 
+# Settings added to the config after records were measured, with the value that reproduces the
+# code before them: a record without the key was measured with this value, so it stays comparable.
+ADDED_LATER: dict[str, Any] = {"refine.threshold.balance_offset": 0.0}
+
+
 def differences(recorded: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """``key: (recorded value, current value)`` for every setting that differs (absent = None)."""
-    return {k: (recorded.get(k), current.get(k)) for k in sorted(recorded.keys() | current.keys())
-            if recorded.get(k) != current.get(k)}
+    """``key: (recorded value, current value)`` for every setting that differs (absent = None).
+
+    A key of :data:`ADDED_LATER` that one side has and the other lacks counts as its old value there.
+    """
+    keys = recorded.keys() | current.keys()
+    earlier = {k: v for k, v in ADDED_LATER.items() if k in keys}
+    recorded, current = {**earlier, **recorded}, {**earlier, **current}
+    return {k: (recorded.get(k), current.get(k)) for k in sorted(keys) if recorded.get(k) != current.get(k)}
+
+
+def same(recorded: dict[str, Any] | None, current: dict[str, Any]) -> bool:
+    """Whether a record's settings (None: not recorded, never the same) are today's ``current``."""
+    return recorded is not None and not differences(recorded, current)
 
 
 def describe(diff: dict[str, tuple[Any, Any]], limit: int = 3) -> str:

@@ -145,7 +145,7 @@ def reusable(arm: Arm, settings: dict[str, Any], records: list[dict[str, Any]]) 
     ``measured_as`` keeping the old one. A record without settings predates them and is not trusted.
     """
     def same(r: dict[str, Any]) -> bool:
-        return (r.get("settings") == settings and r.get("kind") == arm.kind
+        return (effective.same(r.get("settings"), settings) and r.get("kind") == arm.kind
                 and r.get("variant", "") == arm.variant)
 
     match = next((r for r in records if r["arm"] == arm.name and same(r)), None)

@@ -10,6 +10,7 @@ file (``--config`` or ``SENTIREFINE_CONFIG``), and ``SENTIREFINE_*`` environment
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -257,6 +258,13 @@ class ThresholdSchedule(_Section):
         "flip to negative needs 5 points more. Set it when the noise leans one way (class-conditional bench: "
         "precision 0.76 vs 0.66); under uniform noise it costs recall.",
     )
+    balance_offset: float = Field(
+        0.0, ge=0, le=2.0, description="Class-wise offsets chosen from the data, added to per_class: a flip to "
+        "class c needs balance_offset x (c's share of the train labels - its share of the gold labels) more "
+        "confidence, each iteration, where the labels over-represent c by more than two standard errors of "
+        "the gold share. Assumes gold is drawn like train. 0 turns it off; 0.5 turns a 10-point excess into "
+        "the hand-set {0: 0.05}.",
+    )
 
     @model_validator(mode="after")
     def _monotonic(self) -> ThresholdSchedule:
@@ -264,10 +272,15 @@ class ThresholdSchedule(_Section):
             raise ValueError(f"threshold schedule not monotonic: max {self.max} < start {self.start}")
         return self
 
-    def at(self, iteration: int, label: int | None = None) -> float:
-        """Threshold for 1-based ``iteration`` (and optionally a predicted class)."""
+    def at(self, iteration: int, label: int | None = None, offsets: Mapping[int, float] | None = None) -> float:
+        """Threshold for 1-based ``iteration`` (and optionally a predicted class).
+
+        ``offsets``: the class offsets in force (``policy.class_offsets``: per_class plus the
+        balance offsets); ``per_class`` alone when not given.
+        """
         base = min(self.max, self.start + self.step * (iteration - 1))
-        offset = self.per_class.get(label, 0.0) if label is not None else 0.0
+        chosen = self.per_class if offsets is None else offsets
+        offset = chosen.get(label, 0.0) if label is not None else 0.0
         return min(1.0, base + offset)
 
 

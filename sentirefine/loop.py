@@ -250,19 +250,33 @@ def _predict_stage(config: Config, store: Store, iteration: int, pool: EnsembleP
             crash_point("predict_chunk")
         result["weights"] = dict(zip(names, weights.round(4).tolist(), strict=True))
     crash_point("predict_before_finish_stage")
-    store.finish_stage(iteration, "predict", {"weights": result["weights"], "chunk_size": chunk})
+    # Fixed here, before correct moves any label, so a resumed correct stage uses the same offsets.
+    offsets = policy.class_offsets(config.refine.threshold, store.label_counts("train"), store.label_counts("gold"))
+    log_event(log, "class_offsets", iteration=iteration, offsets=offsets)
+    store.finish_stage(iteration, "predict", {"weights": result["weights"], "chunk_size": chunk,
+                                              "class_offsets": offsets})
+
+
+def _class_offsets(config: Config, store: Store, iteration: int) -> dict[int, float]:
+    """The offsets the predict stage fixed for this iteration (per_class if it predates them)."""
+    saved = (store.stage_info(iteration, "predict") or {}).get("class_offsets")
+    if saved is None:
+        return {int(k): float(v) for k, v in config.refine.threshold.per_class.items()}
+    return {int(k): float(v) for k, v in saved.items()}  # JSON keys are strings
 
 
 def _correct_stage(config: Config, store: Store, iteration: int) -> None:
     """Apply threshold/oscillation/queue decisions chunk by chunk, one transaction each."""
     chunk = resolve_chunk_size(config.store)
     store.start_stage(iteration, "correct")
-    with stage_log(log, "correct", iteration=iteration,
-                   threshold=config.refine.threshold.at(iteration)) as result:
+    offsets = _class_offsets(config, store, iteration)
+    with stage_log(log, "correct", iteration=iteration, threshold=config.refine.threshold.at(iteration),
+                   class_offsets=offsets) as result:
         changed = 0
         for rows in store.iter_predictions(iteration, chunk):
-            flips = store.flip_counts(policy.candidates(rows, iteration, config.refine))
-            decision = policy.decide(rows, iteration=iteration, refine=config.refine, flip_counts=flips)
+            flips = store.flip_counts(policy.candidates(rows, iteration, config.refine, offsets))
+            decision = policy.decide(rows, iteration=iteration, refine=config.refine, flip_counts=flips,
+                                     offsets=offsets)
             changed += store.apply_decision(decision.changes, decision.freeze, decision.queue,
                                             iteration=iteration, source="ensemble")
             crash_point("correct_chunk")
@@ -319,6 +333,7 @@ def _iteration_metrics(config: Config, store: Store, iteration: int, threshold: 
     return {
         "iteration": iteration,
         "threshold": threshold,
+        "class_offsets": _class_offsets(config, store, iteration),
         "train_rows": n_train,
         "corrected_to_0": corrected.get(0, 0),
         "corrected_to_1": corrected.get(1, 0),

@@ -189,6 +189,7 @@ class Tracker:
             flat.update({f"gold.{name}.{k}": v for k, v in m.items() if k in ("accuracy", "f1", "log_loss")})
         flat.update({f"gold.ensemble.{k}": v for k, v in metrics.get("ensemble", {}).items()
                      if k in ("accuracy", "f1", "log_loss")})
+        flat.update({f"refine.class_offset.{c}": o for c, o in (metrics.get("class_offsets") or {}).items()})
         flat.update({f"weight.{n}": w for n, w in metrics.get("weights", {}).items()})
         flat.update({f"temperature.{n}": t for n, t in metrics.get("temperatures", {}).items()})
         flat.update({f"change_rate.{n}": r for n, r in metrics.get("model_change_rates", {}).items()})

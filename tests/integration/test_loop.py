@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from mlflow_server import MlflowServer
 
 from sentirefine.store import Store
@@ -17,6 +18,10 @@ pytestmark = pytest.mark.integration
 def test_whole_loop(tiny_corpus, tiny_config_file, cli, tmp_path):
     """Import, bootstrap and two iterations, tracked by a real `mlflow server` process."""
     train, gold = tiny_corpus
+    # A class offset in force, so the check below that every change cleared its threshold covers it.
+    cfg = yaml.safe_load(tiny_config_file.read_text())
+    cfg["refine"]["threshold"].update(per_class={0: 0.03}, balance_offset=0.5)
+    tiny_config_file.write_text(yaml.safe_dump(cfg))
     cli("-c", str(tiny_config_file), "import", str(train), "--gold", str(gold),
         "--inject-noise", "0.2", "--noise-seed", "1")
     with MlflowServer(tmp_path) as server:
@@ -35,7 +40,8 @@ def _check_mlflow(uri, cli):
     assert names == ["iteration-000", "iteration-001", "iteration-002", "refine"]
     child = next(r for r in runs if r.info.run_name == "iteration-001")
     assert child.data.tags["mlflow.parentRunId"] == next(r for r in runs if r.info.run_name == "refine").info.run_id
-    for key in ("refine.label_change_rate", "refine.threshold", "gold.ensemble.accuracy", "gold.lstm.accuracy",
+    for key in ("refine.label_change_rate", "refine.threshold", "refine.class_offset.0",
+                "gold.ensemble.accuracy", "gold.lstm.accuracy",
                 "weight.lexicon", "refine.lexicon_change_rate"):
         assert key in child.data.metrics, key
     artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
@@ -78,13 +84,17 @@ def _check_loop(out, tmp_path, cli, tiny_config_file):
         for it in (1, 2):
             assert store.conn.execute("SELECT count(*) FROM predictions WHERE iteration=?",
                                       (it,)).fetchone()[0] == 600
-        # each change in history matches a prediction above that iteration's threshold
-        bad = store.conn.execute(
-            "SELECT count(*) FROM label_history h JOIN predictions p ON p.sid=h.sid AND p.iteration=h.iteration "
-            "JOIN iterations i ON i.iteration=h.iteration "
-            "WHERE p.confidence < i.threshold OR p.predicted != h.new_label"
-        ).fetchone()[0]
-        assert bad == 0
+        # each change in history matches a prediction above that iteration's threshold plus the
+        # offset of its predicted class (per_class, and a balance offset if the labels lean)
+        for it in (1, 2):
+            offsets = {int(c): o for c, o in store.stage_info(it, "predict")["class_offsets"].items()}
+            assert offsets[0] >= 0.03 and its[it]["metrics"]["class_offsets"] == {str(c): o for c, o in offsets.items()}
+            changes = store.conn.execute(
+                "SELECT p.confidence, p.predicted, h.new_label, i.threshold FROM label_history h JOIN predictions p "
+                "ON p.sid=h.sid AND p.iteration=h.iteration JOIN iterations i ON i.iteration=h.iteration "
+                "WHERE h.iteration=?", (it,)).fetchall()
+            assert all(conf >= threshold + offsets.get(predicted, 0) and predicted == new
+                       for conf, predicted, new, threshold in changes)
         metrics = its[-1]["metrics"]
         assert set(metrics["members"]) == {"lexicon", "lstm", "bilstm", "bert"}
         assert metrics["lexicon_change_rate"] is not None

@@ -33,6 +33,16 @@ def test_differences_name_each_changed_setting_with_both_values():
     assert effective.describe(diff) == 'refine.threshold.per_class {} (now {"0": 0.05})'
 
 
+def test_a_setting_added_later_counts_as_its_old_value_in_older_records():
+    now = _settings()
+    before = {k: v for k, v in now.items() if k != "refine.threshold.balance_offset"}  # measured before it existed
+    assert effective.differences(before, now) == {} and effective.same(before, now)
+    assert reusable(ARMS["sentirefine"], now, [_record("sentirefine", before)]) is not None
+    turned_on = _settings(refine={"threshold": {"balance_offset": 0.5}})
+    assert effective.differences(before, turned_on) == {"refine.threshold.balance_offset": (0.0, 0.5)}
+    assert effective.differences(_settings("none"), _settings("none")) == {}  # not filled where it never applies
+
+
 def test_a_record_is_reused_only_while_its_settings_match():
     now = _settings()
     assert reusable(ARMS["sentirefine"], now, [_record("sentirefine", now)])["arm"] == "sentirefine"

@@ -10,7 +10,7 @@ import pytest
 from sentirefine.config import RefineConfig, ThresholdSchedule
 from sentirefine.ensemble import apply_temperature, combine, fit_temperature, member_weights
 from sentirefine.metrics import classification_metrics, confusion
-from sentirefine.policy import convergence, decide
+from sentirefine.policy import class_offsets, convergence, decide
 
 
 def test_weights_follow_margin_over_chance():
@@ -51,6 +51,27 @@ def test_decide_threshold_oscillation_and_queue():
     assert sorted((q[0], q[2]) for q in d.queue) == [(3, "low_confidence"), (4, "oscillation")]
     # In iteration 3 the threshold is 0.9: row 1 still qualifies, at 0.95 (iteration 4) it does not.
     assert [c.sid for c in decide(rows, iteration=4, refine=refine, flip_counts={4: 1}).changes] == []
+
+
+def test_class_offsets_follow_the_label_excess_over_gold():
+    # Class-conditional noise as in the bench: train labels 60% negative, gold 50%.
+    train, gold = {0: 12_000, 1: 8_000}, {0: 2_500, 1: 2_500}
+    assert class_offsets(ThresholdSchedule(), train, gold) == {}  # off by default
+    sched = ThresholdSchedule(balance_offset=0.5, per_class={1: 0.01})
+    assert class_offsets(sched, train, gold) == pytest.approx({0: 0.05, 1: 0.01})  # on top of per_class
+    # Uniform noise keeps the balance: an excess inside the gold share's sampling error adds nothing.
+    assert class_offsets(sched, {0: 10_150, 1: 9_850}, gold) == {1: 0.01}
+    # The same 10-point excess is noise for 40 gold rows (2 standard errors = 0.16): no offset.
+    assert class_offsets(ThresholdSchedule(balance_offset=0.5), train, {0: 20, 1: 20}) == {}
+    assert class_offsets(sched, train, {}) == {1: 0.01}  # no gold rows: nothing to compare with
+
+
+def test_decide_applies_the_offset_of_the_predicted_class():
+    refine = RefineConfig(threshold=ThresholdSchedule(start=0.7, step=0.0, max=0.95))
+    rows = [(1, 1, 0, 0.72, 0), (2, 0, 1, 0.72, 0)]
+    assert [c.sid for c in decide(rows, iteration=1, refine=refine, flip_counts={}).changes] == [1, 2]
+    shifted = decide(rows, iteration=1, refine=refine, flip_counts={}, offsets={0: 0.05})
+    assert [c.sid for c in shifted.changes] == [2]  # a flip to 0 now needs 0.75
 
 
 def test_metrics():
