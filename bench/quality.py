@@ -42,6 +42,8 @@ def _iteration_rows(store) -> list[dict[str, Any]]:
             "iteration": it["iteration"],
             "threshold": m.get("threshold"),
             "corrected": (m.get("corrected_to_0") or 0) + (m.get("corrected_to_1") or 0),
+            "corrected_to": [m.get("corrected_to_0") or 0, m.get("corrected_to_1") or 0],
+            "class_offsets": m.get("class_offsets") or {},
             "label_accuracy": m.get("label_accuracy"),
             "ensemble_gold_accuracy": m.get("ensemble", {}).get("accuracy"),
             "stage_seconds": m.get("stage_seconds", {}),
