@@ -182,7 +182,7 @@ def _save_quality(results_dir: Path, name: str, meta: dict[str, Any], done: list
             shelved.append({k: v for k, v in r.items() if k != "shelved"})
         else:
             shown.append(r)
-    return machine.save(results_dir, name, {**meta, "complete": complete, "arms": results + shown,
+    return machine.save(results_dir, name, {**meta, "complete": complete, "arms": arm_specs.in_order(results + shown),
                                             "shelved": shelved})
 
 

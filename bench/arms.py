@@ -68,3 +68,10 @@ def parse(names: str | None, noise: str) -> list[Arm]:
     if unknown:
         raise SystemExit(f"unknown arm(s) {unknown}: choose from {', '.join(ARMS)}")
     return [ARMS[n] for n in chosen]
+
+
+def in_order(records: list[dict]) -> list[dict]:
+    """Result records in the order the arms are defined (floor, cleanlab, default, ablations,
+    ceiling), whatever order the runs that measured them took; unknown arms last."""
+    rank = {name: i for i, name in enumerate(ARMS)}
+    return sorted(records, key=lambda r: rank.get(r["arm"], len(rank)))

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench import effective, targets
+from bench import arms, effective, targets
 
 KINDS = ("quality", "stages", "speed", "memory", "pretrain_choice")
 
@@ -99,6 +99,7 @@ def _record_note(r: dict[str, Any], a: dict[str, Any], notes: list[str]) -> str:
 
 
 def quality(r: dict[str, Any]) -> list[str]:
+    r = {**r, "arms": arms.in_order(r["arms"])}
     members = r["members"]
     head = ["arm", "detected", "precision", "recall", "F1", "clean wrongly changed", "final label acc",
             *[f"gold acc / F1 {m}" for m in members], "gold acc ensemble", "gold F1 ensemble", "iterations", "wall s"]
@@ -114,7 +115,7 @@ def quality(r: dict[str, Any]) -> list[str]:
                      _f(a["wall_seconds"] + (a.get("shared_bootstrap_seconds") or 0), 0)])
     noisy = r["arms"][0]["labels"]
     out = [f"### Noise `{r['noise']}` ({_rate(r['noise_rate'])}): {noisy['injected_errors']} of {noisy['rows']} "
-           f"train labels flipped", "", *provenance(r), *bert_start(r), *_table(head, rows), ""]
+           f"train labels flipped", "", *_last_run(r), *bert_start(r), *_table(head, rows), ""]
     out += ["Arms: " + "; ".join(f"`{a['arm']}` = {a['doc']}" for a in r["arms"]) + ".",
             "Wall s includes the shared noisy bootstrap where an arm starts from it.", "", *notes]
     out += ablations(r)
@@ -125,6 +126,12 @@ def quality(r: dict[str, Any]) -> list[str]:
     if r.get("complete") is False:
         out += ["**Partial run:** only the arms above are measured so far; the run resumes with the rest.", ""]
     return out
+
+
+def _last_run(r: dict[str, Any]) -> list[str]:
+    """Provenance of the run that last wrote the file (with ``--arms`` it measured only those)."""
+    line, *rest = provenance(r)
+    return ["Last run: " + line, *rest]
 
 
 def ablations(r: dict[str, Any]) -> list[str]:
