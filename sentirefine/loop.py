@@ -250,9 +250,9 @@ def _predict_stage(config: Config, store: Store, iteration: int, pool: EnsembleP
             crash_point("predict_chunk")
         result["weights"] = dict(zip(names, weights.round(4).tolist(), strict=True))
     crash_point("predict_before_finish_stage")
-    # Fixed here, before correct moves any label, so a resumed correct stage uses the same offsets.
+    # Fixed here, before correct moves any label, so a resumed correct stage uses the same offsets
+    # (the correct stage's log line names them).
     offsets = policy.class_offsets(config.refine.threshold, store.label_counts("train"), store.label_counts("gold"))
-    log_event(log, "class_offsets", iteration=iteration, offsets=offsets)
     store.finish_stage(iteration, "predict", {"weights": result["weights"], "chunk_size": chunk,
                                               "class_offsets": offsets})
 
@@ -261,7 +261,7 @@ def _class_offsets(config: Config, store: Store, iteration: int) -> dict[int, fl
     """The offsets the predict stage fixed for this iteration (per_class if it predates them)."""
     saved = (store.stage_info(iteration, "predict") or {}).get("class_offsets")
     if saved is None:
-        return {int(k): float(v) for k, v in config.refine.threshold.per_class.items()}
+        return dict(config.refine.threshold.per_class)
     return {int(k): float(v) for k, v in saved.items()}  # JSON keys are strings
 
 

@@ -40,7 +40,7 @@ def class_offsets(threshold: ThresholdSchedule, train_counts: Mapping[int, int],
     standard errors of the gold share counts, so a small gold set or ordinary sampling noise
     (uniform noise keeps the balance) adds nothing.
     """
-    offsets = {int(k): float(v) for k, v in threshold.per_class.items()}
+    offsets = dict(threshold.per_class)  # a copy: the config is shared
     n_train, n_gold = sum(train_counts.values()), sum(gold_counts.values())
     if threshold.balance_offset <= 0 or not n_train or not n_gold:
         return offsets
