@@ -169,8 +169,8 @@ def _save_quality(results_dir: Path, name: str, meta: dict[str, Any], done: list
 
     Records of earlier runs that this run did not reuse stay: shown if their arm was not chosen
     this time; *shelved* (kept in the file, not in the tables) if an arm of this run replaced
-    them, since a later run may still reuse them under another name (an old default that
-    becomes an ablation). A record reused under a new name is not kept twice.
+    them or their arm is no longer defined, since a later run may still reuse them under another
+    name (an old default that becomes an ablation). A record reused under a new name is not kept twice.
     """
     used = {_measurement(r) for r in results}
     names = {r["arm"] for r in results}
@@ -178,7 +178,7 @@ def _save_quality(results_dir: Path, name: str, meta: dict[str, Any], done: list
     for r in done:
         if _measurement(r) in used:
             continue
-        if r.get("shelved") or r["arm"] in names:
+        if r.get("shelved") or r["arm"] in names or r["arm"] not in arm_specs.ARMS:
             shelved.append({k: v for k, v in r.items() if k != "shelved"})
         else:
             shown.append(r)

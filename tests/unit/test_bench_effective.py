@@ -34,12 +34,13 @@ def test_differences_name_each_changed_setting_with_both_values():
 
 
 def test_a_setting_added_later_counts_as_its_old_value_in_older_records():
-    now = _settings()
-    before = {k: v for k, v in now.items() if k != "refine.threshold.balance_offset"}  # measured before it existed
-    assert effective.differences(before, now) == {} and effective.same(before, now)
-    assert reusable(ARMS["sentirefine"], now, [_record("sentirefine", before)]) is not None
+    off = _settings(refine={"threshold": {"balance_offset": 0.0}})  # its value before it existed
+    before = {k: v for k, v in off.items() if k != "refine.threshold.balance_offset"}  # measured before it existed
+    assert effective.differences(before, off) == {} and effective.same(before, off)
+    assert reusable(ARMS["sr_nobalance"], off, [_record("sentirefine", before)])["measured_as"] == "sentirefine"
     turned_on = _settings(refine={"threshold": {"balance_offset": 0.5}})
     assert effective.differences(before, turned_on) == {"refine.threshold.balance_offset": (0.0, 0.5)}
+    assert reusable(ARMS["sentirefine"], turned_on, [_record("sentirefine", before)]) is None
     assert effective.differences(_settings("none"), _settings("none")) == {}  # not filled where it never applies
 
 
@@ -86,3 +87,15 @@ def test_a_replaced_record_is_shelved_not_lost_and_a_later_run_reuses_it(tmp_pat
     again = _save_quality(tmp_path, "quality-uniform20-10", meta, done, [done[0], reused])
     saved = json.loads(again.read_text(encoding="utf-8"))
     assert {a["arm"] for a in saved["arms"]} == {"sentirefine", "sr_old", "sr_fixed"} and saved["shelved"] == []
+
+
+def test_a_record_of_an_arm_no_longer_defined_is_shelved_not_shown(tmp_path):
+    from bench.__main__ import _save_quality
+
+    meta = {"benchmark": "quality", "noise": "uniform20", "size": 10}
+    gone = {"arm": "sr_retired", "kind": "loop", "variant": "", "measured_at": "t1",
+            "settings": _settings(refine={"threshold": {"step": 0.3}})}
+    new = {**_record("sentirefine", _settings()), "measured_at": "t2"}
+    saved = json.loads(_save_quality(tmp_path, "quality-uniform20-10", meta, [gone], [new]).read_text("utf-8"))
+    assert [a["arm"] for a in saved["arms"]] == ["sentirefine"]
+    assert [a["arm"] for a in saved["shelved"]] == ["sr_retired"]  # kept: a later arm may reuse it

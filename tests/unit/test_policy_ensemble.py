@@ -56,7 +56,8 @@ def test_decide_threshold_oscillation_and_queue():
 def test_class_offsets_follow_the_label_excess_over_gold():
     # Class-conditional noise as in the bench: train labels 60% negative, gold 50%.
     train, gold = {0: 12_000, 1: 8_000}, {0: 2_500, 1: 2_500}
-    assert class_offsets(ThresholdSchedule(), train, gold) == {}  # off by default
+    assert class_offsets(ThresholdSchedule(balance_offset=0.0), train, gold) == {}  # 0 turns it off
+    assert class_offsets(ThresholdSchedule(), train, gold) == pytest.approx({0: 0.05})  # default 0.5
     sched = ThresholdSchedule(balance_offset=0.5, per_class={1: 0.01})
     assert class_offsets(sched, train, gold) == pytest.approx({0: 0.05, 1: 0.01})  # on top of per_class
     # Uniform noise keeps the balance: an excess inside the gold share's sampling error adds nothing.
