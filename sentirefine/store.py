@@ -41,7 +41,6 @@ SCHEMA_VERSION = 1
 LABELS = (0, 1)
 SOURCES = ("original", "ensemble", "llm", "human", "restore", "rollback")
 AUTOMATIC_SOURCES = ("ensemble", "llm")
-_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
 
 _SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -125,6 +124,20 @@ CREATE TABLE review_queue (
 );
 CREATE INDEX review_queue_status ON review_queue(status, sid);
 """
+
+
+# Applies the pending label changes in one set-based statement: no row crosses into Python and
+# back (2-3x the rows/s of executemany's per-row UPDATEs). Driven by the IN list, it visits only
+# the pending rows, by primary key; an ``UPDATE ... FROM _pending`` scans all of ``sentences`` for
+# every chunk (SQLite 3.40 puts the target table outside the join): ~0.2 s a chunk at 500k rows.
+UPDATE_PENDING = (
+    "UPDATE sentences SET "
+    "current_label = (SELECT p.new_label FROM _pending p WHERE p.sid = sentences.sid), "
+    "confidence = (SELECT p.confidence FROM _pending p WHERE p.sid = sentences.sid), "
+    "label_last_updated = ?, label_source = ? "
+    "WHERE sid IN (SELECT sid FROM _pending) "
+    "AND current_label = (SELECT p.old_label FROM _pending p WHERE p.sid = sentences.sid)"
+)
 
 
 def utcnow() -> str:
@@ -368,22 +381,7 @@ class Store:
             "SELECT sid, ?, old_label, new_label, confidence, ?, ? FROM _pending ORDER BY sid",
             (iteration, source, now),
         )
-        if _UPDATE_FROM:
-            # One set-based statement: 2-3x the rows/s of executemany's per-row UPDATEs, since no
-            # row crosses into Python and back (bench speed: bulk update).
-            cur = conn.execute(
-                "UPDATE sentences SET current_label = p.new_label, label_last_updated = ?, "
-                "confidence = p.confidence, label_source = ? FROM _pending p "
-                "WHERE sentences.sid = p.sid AND sentences.current_label = p.old_label",
-                (now, source),
-            )
-        else:  # SQLite < 3.33 has no UPDATE ... FROM
-            cur = conn.executemany(
-                "UPDATE sentences SET current_label=?, label_last_updated=?, confidence=?, label_source=? "
-                "WHERE sid=? AND current_label=?",
-                [(new, now, conf, source, sid, old) for sid, old, new, conf in
-                 conn.execute("SELECT sid, old_label, new_label, confidence FROM _pending").fetchall()],
-            )
+        cur = conn.execute(UPDATE_PENDING, (now, source))
         return cur.rowcount
 
     def flip_counts(self, sids: Sequence[int], source: str = "ensemble") -> dict[int, int]:

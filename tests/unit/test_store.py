@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from sentirefine.errors import StoreError
-from sentirefine.store import SCHEMA_VERSION, LabelChange, Store
+from sentirefine.store import SCHEMA_VERSION, UPDATE_PENDING, LabelChange, Store
 
 
 def _fill(store: Store, n_train: int = 10, n_gold: int = 3) -> None:
@@ -76,6 +76,13 @@ def test_bulk_update_writes_history_and_is_idempotent(store):
     ).fetchone()
     assert row == (1 - (sids[0] - 1) % 2, (sids[0] - 1) % 2, "ensemble", 0.9)
     assert store.history_is_consistent()
+
+
+def test_bulk_update_visits_only_the_pending_rows(store):
+    # A chunk's label write must cost the same at 20k rows and at 500k: no scan of sentences.
+    store.apply_labels([LabelChange(1, 0, 1, 0.9)], iteration=1, source="ensemble")  # creates _pending
+    plan = " | ".join(r[3] for r in store.conn.execute("EXPLAIN QUERY PLAN " + UPDATE_PENDING, ("now", "ensemble")))
+    assert "SEARCH sentences USING INTEGER PRIMARY KEY" in plan and "SCAN sentences" not in plan
 
 
 def test_bulk_update_is_atomic(store, monkeypatch):
