@@ -224,13 +224,15 @@ def stages(r: dict[str, Any]) -> list[str]:
 
 def memory(r: dict[str, Any]) -> list[str]:
     rows = []
+    writes = all("label_writes" in run["predict"] for run in r["runs"].values())  # absent from older results
     for n, run in r["runs"].items():
         imp, pred = run["import"], run["predict"]
         rows.append([n, _f(imp["peak_rss_mb"], 0), _f(pred["peak_rss_mb"], 0), _f(pred["workers_peak_rss_mb"], 0),
-                     _f(imp["seconds"], 1), _f(pred["predict_rows_per_s"], 0), _f(pred["export_rows_per_s"], 0)])
-    return [f"### Peak memory (chunk size {r['chunk_size']})", "", *provenance(r),
-            *_table(["train rows", "import peak RSS MB", "predict peak RSS MB", "pool worker peak RSS MB",
-                     "import s", "predict rows/s (lexicon)", "export rows/s"], rows), ""]
+                     _f(imp["seconds"], 1), _f(pred["predict_rows_per_s"], 0), _f(pred["export_rows_per_s"], 0),
+                     *([_f(pred["label_writes"]["rows_per_s"], 0)] if writes else [])])
+    head = ["train rows", "import peak RSS MB", "predict peak RSS MB", "pool worker peak RSS MB", "import s",
+            "predict rows/s (lexicon)", "export rows/s", *(["label writes rows/s"] if writes else [])]
+    return [f"### Peak memory (chunk size {r['chunk_size']})", "", *provenance(r), *_table(head, rows), ""]
 
 
 def pretrain_table(r: dict[str, Any]) -> list[str]:
