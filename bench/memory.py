@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 
 from bench.data import REPO
+from bench.speed import label_writes
 from sentirefine import loop
 from sentirefine.config import Config, load_config
 from sentirefine.ingest import import_file
 from sentirefine.models import build_model
-from sentirefine.store import LabelChange, Store
 from sentirefine.train import ensemble_pool
 from sentirefine.versioning import export_parquet
 from sentirefine.workspace import iteration_dir, locked, open_store
@@ -74,22 +74,9 @@ def phase_predict(cfg: Config) -> dict[str, Any]:
         exported = export_parquet(store, cfg.workspace / "export.parquet", loop.resolve_chunk_size(cfg.store))
         export_s = time.perf_counter() - t0
         n = store.count("train")
-        writes = label_writes(store, cfg.store.chunk_size)
+        writes = label_writes(store, LABEL_WRITE_ROWS, cfg.store.chunk_size)
     return {"train_rows": n, "predict_seconds": round(predict_s, 1), "predict_rows_per_s": round(n / predict_s, 1),
             "export_rows": exported, "export_rows_per_s": round(exported / export_s, 1), "label_writes": writes}
-
-
-def label_writes(store: Store, chunk: int) -> dict[str, Any]:
-    """Bulk label writes of ``LABEL_WRITE_ROWS`` rows in ``chunk``-row transactions, as the correct
-    stage writes them: the rate must not fall as the table grows (each write visits only its rows)."""
-    rows = store.conn.execute("SELECT sid, current_label FROM sentences WHERE split='train' ORDER BY sid LIMIT ?",
-                              (LABEL_WRITE_ROWS,)).fetchall()
-    t0 = time.perf_counter()
-    changed = sum(store.apply_labels([LabelChange(sid, label, 1 - label, 0.9) for sid, label in rows[i:i + chunk]],
-                                     iteration=1, source="ensemble") for i in range(0, len(rows), chunk))
-    seconds = time.perf_counter() - t0
-    return {"rows": changed, "chunk_size": chunk, "seconds": round(seconds, 3),
-            "rows_per_s": round(changed / seconds, 1)}
 
 
 def child_main(argv: list[str]) -> None:

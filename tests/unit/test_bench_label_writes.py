@@ -1,8 +1,8 @@
-"""The memory benchmark's label-write measurement writes what it claims, chunk by chunk."""
+"""The bench's label-write measurement (speed and memory benchmarks) writes what it claims, chunk by chunk."""
 
 from __future__ import annotations
 
-from bench.memory import label_writes
+from bench.speed import label_writes
 from sentirefine.store import Store
 
 
@@ -12,7 +12,7 @@ def test_label_writes_flip_every_measured_row_once_with_history(tmp_path):
             conn.executemany(
                 "INSERT INTO sentences (id, text, original_label, current_label, split) VALUES (?,?,?,?,?)",
                 [(f"t{i}", f"text {i}", i % 2, i % 2, "train") for i in range(10)] + [("g0", "gold", 0, 0, "gold")])
-        out = label_writes(store, chunk=3)
+        out = label_writes(store, 50, chunk=3)
         assert out["rows"] == 10 and out["chunk_size"] == 3 and out["rows_per_s"] > 0
         changed = "SELECT count(*) FROM sentences WHERE current_label != original_label"
         assert store.conn.execute(changed).fetchone()[0] == 10  # the gold row is not among them
