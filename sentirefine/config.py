@@ -240,7 +240,9 @@ class EnsembleConfig(_Section):
     )
     cross_fit: list[Literal["lexicon", "lstm", "bilstm", "bert"]] = Field(
         default_factory=lambda: ["lexicon"],
-        description="Members whose train-split predictions are out-of-fold (k fits each; keep to cheap ones).",
+        description="Members whose train-split predictions are out-of-fold (k fits each; keep to cheap ones). Bench, "
+        "20% uniform noise: adding lstm and bilstm lifts label-error F1 0.589 → 0.665 (cleanlab 0.668) but changes "
+        "5.0% of clean labels (2.6%) and makes an iteration 2.6× as long.",
     )
     cross_fit_folds: int = Field(5, ge=2, description="k of the out-of-fold prediction.")
 
