@@ -53,8 +53,8 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
 DEFAULT_ARMS = ["none", "cleanlab_flip", "cleanlab_remove", "sentirefine", "clean"]
 ABLATIONS = {"uniform20": ["sr_insample", "sr_fixed", "sr_step05", "sr_start80", "sr_nobalance", "sr_perclass",
                            "sr_crossfit_rnn"],
-             "uniform40": ["sr_fixed", "sr_step05", "sr_nobalance"],
-             "classcond": ["sr_nobalance", "sr_perclass", "sr_step05"]}
+             "uniform40": ["sr_fixed", "sr_step05", "sr_nobalance", "sr_crossfit_rnn"],
+             "classcond": ["sr_nobalance", "sr_perclass", "sr_step05", "sr_crossfit_rnn"]}
 
 
 def default_arms(noise: str) -> list[str]:

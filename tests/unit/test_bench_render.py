@@ -33,6 +33,11 @@ def test_a_tie_goes_to_the_default_unless_the_ensemble_gains_a_point():
     assert _verdicts(_arm("sr_perclass", 0.703, 0.851))["sr_perclass"].startswith("**ablation")
 
 
+def test_more_errors_found_at_the_cost_of_a_worse_ensemble_is_a_trade_off_not_a_win():
+    verdict = _verdicts(_arm("sr_fixed", 0.75, 0.825))["sr_fixed"]
+    assert verdict.startswith("trade-off") and "1.5 points lower" in verdict
+
+
 def test_the_table_names_the_settings_the_two_records_differ_in():
     lines = render.ablations({"noise": "uniform20", "arms": [_arm("sentirefine", 0.7, 0.84),
                                                              _arm("sr_fixed", 0.72, 0.84)]})
@@ -71,7 +76,7 @@ def test_default_arms_put_each_noise_kinds_ablations_before_the_ceiling() -> Non
     from bench import arms
 
     assert arms.default_arms("uniform40") == ["none", "cleanlab_flip", "cleanlab_remove", "sentirefine",
-                                              "sr_fixed", "sr_step05", "sr_nobalance", "clean"]
+                                              "sr_fixed", "sr_step05", "sr_nobalance", "sr_crossfit_rnn", "clean"]
     assert arms.default_arms("unknown") == arms.DEFAULT_ARMS
     assert all(arms.ARMS[n].kind == "loop" and arms.ARMS[n].overrides for ab in arms.ABLATIONS.values() for n in ab)
 
