@@ -45,11 +45,12 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
 ]}
 
 # The default set. The ablations run where the targets are defined (20% uniform noise);
-# sr_start80 asks whether a stricter start meets the wrong-change target there. The threshold schedule is re-checked at 40%, where confirmation
-# bias (the reason it rises) should bite most. Class-wise offsets (off, or hand-set instead of
-# read from the data) are checked at class-conditional noise, the case they exist for, and under
-# uniform noise, where they should stay out of the way. The costly sr_crossfit_rnn (40-50 minutes
-# alone) runs at every noise kind: what it buys depends on the noise.
+# sr_start80 asks whether a stricter start meets the wrong-change target there. The threshold
+# schedule is re-checked at 40%, where confirmation bias (the reason it rises) should bite most.
+# Class-wise offsets (off, or hand-set instead of read from the data) are checked at
+# class-conditional noise, the case they exist for, and under uniform noise, where they should
+# stay out of the way. The costly sr_crossfit_rnn (40-50 minutes alone) runs at every noise
+# kind: what it buys depends on the noise.
 DEFAULT_ARMS = ["none", "cleanlab_flip", "cleanlab_remove", "sentirefine", "clean"]
 ABLATIONS = {"uniform20": ["sr_insample", "sr_fixed", "sr_step05", "sr_start80", "sr_nobalance", "sr_perclass",
                            "sr_crossfit_rnn"],
