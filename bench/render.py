@@ -173,11 +173,14 @@ def _verdict(sr: dict[str, Any], a: dict[str, Any]) -> str:
     supported = f1_gap > 0.005 or (f1_gap >= -0.005 and acc_gap > -_ONE_POINT)
     if supported:
         return "default supported"
+    kept = arms.ARMS[a["arm"]].kept_because if a["arm"] in arms.ARMS else ""
     # Finding more errors is not "better" when the models it is for come out a point worse:
     # that is a trade-off for a person to weigh, not a call to change the default.
     if acc_gap > _ONE_POINT:
-        return f"trade-off: ablation's F1 higher, its ensemble {acc_gap * 100:.1f} points lower"
-    return "**ablation better: revisit the default**"
+        found = f"trade-off: ablation's F1 higher, its ensemble {acc_gap * 100:.1f} points lower"
+    else:
+        found = "ablation better" if kept else "**ablation better: revisit the default**"
+    return f"{found}; default kept: {kept}" if kept else found
 
 
 def _setting(value: Any) -> str:

@@ -24,7 +24,7 @@ def _verdicts(*arms: dict) -> dict[str, str]:
 
 def test_a_better_ablation_is_called_out():
     verdicts = _verdicts(_arm("sr_fixed", 0.72, 0.84), _arm("sr_insample", 0.40, 0.83))
-    assert verdicts["sr_fixed"].startswith("**ablation better")
+    assert verdicts["sr_fixed"].startswith("ablation better")
     assert verdicts["sr_insample"] == "default supported"
 
 
@@ -34,7 +34,7 @@ def test_a_tie_goes_to_the_default_unless_the_ensemble_gains_a_point():
 
 
 def test_more_errors_found_at_the_cost_of_a_worse_ensemble_is_a_trade_off_not_a_win():
-    verdict = _verdicts(_arm("sr_fixed", 0.75, 0.825))["sr_fixed"]
+    verdict = _verdicts(_arm("sr_step05", 0.75, 0.825))["sr_step05"]
     assert verdict.startswith("trade-off") and "1.5 points lower" in verdict
 
 
@@ -96,3 +96,13 @@ def test_a_contended_quality_run_keeps_its_accuracies_but_a_contended_timing_run
 def test_noise_rates_read_as_words() -> None:
     assert render._rate(0.2) == "20% of labels flipped at random"
     assert render._rate({"1": 0.3, "0": 0.1}) == "30% of positives → negative, 10% of negatives → positive"
+
+
+def test_a_default_kept_on_purpose_says_why_beside_the_measured_verdict() -> None:
+    # sr_fixed carries a recorded reason (SPEC: the threshold must rise); sr_step05 carries none.
+    verdicts = _verdicts(_arm("sr_fixed", 0.72, 0.84), _arm("sr_step05", 0.72, 0.84), _arm("sr_insample", 0.4, 0.8))
+    assert verdicts["sr_fixed"].startswith("ablation better; default kept: SPEC requires")
+    assert verdicts["sr_step05"] == "**ablation better: revisit the default**"
+    assert verdicts["sr_insample"] == "default supported"  # a supported default needs no reason
+    traded = _verdicts(_arm("sr_crossfit_rnn", 0.75, 0.825))["sr_crossfit_rnn"]
+    assert traded.startswith("trade-off") and "1.5 points lower; default kept: " in traded
