@@ -128,21 +128,19 @@ def config_docs() -> None:
 def import_cmd(
     path: Annotated[Path, typer.Argument(help="Train file: NSMC TSV or text,label CSV (.gz ok).")],
     gold: Annotated[Path | None, typer.Option(help="Gold evaluation file (never relabelled).")] = None,
-    strict: Annotated[bool, typer.Option(help="Fail at the first bad row; nothing is imported.")] = False,
+    strict: Annotated[bool, typer.Option(help="Fail at the first bad row; nothing is imported from any file.")] = False,
     inject_noise: Annotated[float, typer.Option(help="Flip this share of train labels (benchmarks).")] = 0.0,
     noise_seed: Annotated[int, typer.Option(help="Seed of the injected noise.")] = 0,
 ) -> None:
     """Import labelled rows into the workspace store, validating every row."""
-    from sentirefine.ingest import import_file
+    from sentirefine.ingest import ImportJob, import_files
     from sentirefine.workspace import locked, open_store
 
     cfg = _config()
+    jobs = [ImportJob(path, "train", inject_noise, noise_seed)] + ([ImportJob(gold, "gold")] if gold else [])
     with locked(cfg), open_store(cfg, create=True) as store:
-        reports = [import_file(store, path, split="train", rejects_dir=cfg.workspace / "rejects", strict=strict,
-                               max_chars=cfg.store.max_text_chars, noise_rate=inject_noise, noise_seed=noise_seed)]
-        if gold:
-            reports.append(import_file(store, gold, split="gold", rejects_dir=cfg.workspace / "rejects",
-                                       strict=strict, max_chars=cfg.store.max_text_chars))
+        reports = import_files(store, jobs, rejects_dir=cfg.workspace / "rejects", strict=strict,
+                               max_chars=cfg.store.max_text_chars)
     for report in reports:
         typer.echo(report.summary())
     if any(r.rejected for r in reports):

@@ -56,3 +56,9 @@ class WorkspaceBusyError(SentirefineError):
     """Another sentirefine process holds the workspace lock."""
 
     exit_code = 7
+
+
+class UsageError(SentirefineError):
+    """A command-line argument is out of range or names an unusable path (exit 2, like a bad config)."""
+
+    exit_code = 2

@@ -1,40 +1,66 @@
 """Import labelled text files into the store, validating every row.
 
 Accepted: NSMC-style TSV (``id<TAB>document<TAB>label``, extra columns such as ``movie_id`` or
-``rating`` allowed) and CSV with a header holding ``text``/``document`` and ``label`` (``id``
-optional: the line number stands in). ``.gz`` is read transparently.
+``rating`` allowed; no quoting: one line is one row) and CSV with a header holding
+``text``/``document`` and ``label`` (RFC 4180 quoting; ``id`` optional). gzip is recognised by
+content; a UTF-8 byte-order mark is dropped; other encodings are refused with the ``iconv``
+line that converts them (:mod:`sentirefine.userfile`, :mod:`sentirefine.tabular`).
 
-Nothing is dropped silently: every bad row is counted, the first examples are reported with
-their line numbers, and all of them are written to a rejects file. The whole file is imported
-in one transaction, so ``--strict`` (stop at the first bad row) leaves the database untouched.
-Re-importing the same file is a no-op: a row whose id exists with the same content is skipped.
+Nothing is dropped or changed silently: every record is inserted, found already present, or
+rejected with its line number and reason (all rejects go to a rejects file, the summary shows
+counts per reason and the first examples). Texts and ids are stored NFC-normalised with
+surrounding whitespace removed, so the same review typed on macOS (NFD) and elsewhere is one
+row. A file without an ``id`` column gets ids from its content digest and line number: the
+same file re-imported is a no-op, and two different files never collide, whatever their names.
+
+Transactions: each file is imported in one transaction (committed files are named in the
+summary); ``strict`` (stop at the first bad row) puts all files in one transaction, so a bad
+row anywhere imports nothing from any file. Re-importing a file is a no-op.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
+import hashlib
 import logging
 import random
-from collections.abc import Iterator
+import unicodedata
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
+from sentirefine.atomicfile import atomic_write
 from sentirefine.errors import InputDataError
 from sentirefine.logs import log_event
 from sentirefine.sqlbatch import select_in
 from sentirefine.store import Store, utcnow
+from sentirefine.tabular import Record, read_records
+from sentirefine.userfile import check_readable, sniff_encoding
 
 log = logging.getLogger(__name__)
 
 TEXT_COLUMNS = ("document", "text", "sentence", "review")
 GROUP_COLUMNS = ("movie_id", "group", "group_key")
-MAX_EXAMPLES = 5
+EXAMPLES_PER_REASON = 3
+MAX_EXAMPLES = 10
+NoiseRate = float | dict[int, float]
+
+
+@dataclass(frozen=True)
+class ImportJob:
+    """One file to import into one split, with the label noise to inject (benchmarks, demo)."""
+
+    path: Path
+    split: str
+    noise_rate: NoiseRate = 0.0
+    noise_seed: int = 0
 
 
 @dataclass
 class ImportReport:
+    """What one file's import did: counts, reasons with their first examples, where the rejects are."""
+
     path: Path
     split: str
     read: int = 0
@@ -45,23 +71,40 @@ class ImportReport:
     examples: list[str] = field(default_factory=list)
     rejects_path: Path | None = None
     noise_flipped: int = 0
+    multiline: int = 0
+    first_multiline: int | None = None
+    legacy_encoding: str | None = None
+    committed: bool = False
 
-    def reject(self, line: int, reason: str, raw: str) -> None:
+    def reject(self, line: int, reason: str, detail: str, raw: str) -> None:
+        """Count one bad row under ``reason``; keep it as an example while its reason has few."""
         self.rejected += 1
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
-        if len(self.examples) < MAX_EXAMPLES:
-            self.examples.append(f"{self.path}:{line}: {reason}: {raw[:80]!r}")
+        if self.reasons[reason] <= EXAMPLES_PER_REASON and len(self.examples) < MAX_EXAMPLES:
+            self.examples.append(f"{self.path}:{line}: {detail or reason}: {raw[:80]!r}")
 
     def summary(self) -> str:
         text = (f"{self.path} ({self.split}): read {self.read}, inserted {self.inserted}, "
                 f"already present {self.already_present}, rejected {self.rejected}")
         if self.noise_flipped:
             text += f", noise flips injected {self.noise_flipped}"
+        text += " — committed" if self.committed else " — nothing committed"
+        if self.multiline:
+            text += (f"\n  {self.multiline} record(s) hold quoted line breaks and span several lines "
+                     f"(first at line {self.first_multiline})")
         if self.rejected:
-            text += "\n  reasons: " + ", ".join(f"{k}={v}" for k, v in sorted(self.reasons.items()))
+            text += "\n  rejected by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items()))
             text += "".join(f"\n  {e}" for e in self.examples)
             text += f"\n  all rejected rows: {self.rejects_path}"
+        if self.legacy_encoding:
+            text += (f"\n  hint: the rows rejected as invalid UTF-8 read as {self.legacy_encoding}: convert the file "
+                     f"with iconv (e.g. `iconv -f {self.legacy_encoding.split()[0]} -t utf-8`) and import it again")
         return text
+
+
+def normalise(value: str) -> str:
+    """The stored form of a text or id: NFC (macOS writes Hangul decomposed), surrounding space removed."""
+    return unicodedata.normalize("NFC", value).strip()
 
 
 @dataclass(frozen=True)
@@ -101,23 +144,8 @@ class _SeenIds:
         return fresh, duplicates
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    """Open as text; undecodable bytes become surrogates so the row (not the file) is rejected."""
-    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
-
-
-def _delimiter(path: Path, header_line: str) -> str:
-    inner = path.with_suffix("") if path.suffix == ".gz" else path
-    if inner.suffix in (".tsv", ".txt"):
-        return "\t"
-    if inner.suffix == ".csv":
-        return ","
-    return "\t" if header_line.count("\t") >= header_line.count(",") else ","
-
-
 class _RowParser:
-    """Maps raw CSV records to validated rows, reporting the first problem of each bad one."""
+    """Maps records to validated rows, naming the first problem of each bad one."""
 
     def __init__(self, header: list[str], path: Path, max_chars: int) -> None:
         names = [h.strip().lower() for h in header]
@@ -132,28 +160,36 @@ class _RowParser:
                 hint="use NSMC format 'id<TAB>document<TAB>label' or a CSV with 'text,label' header",
             )
         self.path, self.max_chars = path, max_chars
+        self.id_prefix = None if self.i_id is not None else f"{path.name}@{_digest(path)}"
 
-    def parse(self, record: list[str], line: int) -> _Parsed | str:
-        """A valid row, or the reason it is rejected."""
-        if len(record) != self.width:
-            return f"wrong column count ({len(record)} instead of {self.width})"
-        if any(_has_surrogates(f) for f in record):
-            return "invalid UTF-8"
-        text = record[self.i_text].strip()
+    def parse(self, record: Record) -> _Parsed | tuple[str, str]:
+        """A valid row, or (reason, detail) of why it is rejected."""
+        fields = record.fields
+        if len(fields) != self.width:
+            return "wrong column count", f"wrong column count ({len(fields)} instead of {self.width})"
+        if any(_has_surrogates(f) for f in fields):
+            return "invalid UTF-8", ""
+        if any("\x00" in f for f in fields):
+            return "NUL byte", "NUL byte in a field"
+        text = normalise(fields[self.i_text])
         if not text:
-            return "empty text"
-        if "\x00" in text:
-            return "NUL byte in text"
+            return "empty text", ""
         if len(text) > self.max_chars:
-            return f"text longer than store.max_text_chars={self.max_chars} ({len(text)} chars)"
-        label = record[self.i_label].strip()
+            return "text too long", f"text longer than store.max_text_chars={self.max_chars} ({len(text)} chars)"
+        label = fields[self.i_label].strip()
         if label not in ("0", "1"):
-            return f"label {label!r} not in {{0, 1}}"
-        row_id = record[self.i_id].strip() if self.i_id is not None else f"{self.path.name}:{line}"
+            return "label not 0/1", f"label {label!r} not in {{0, 1}}"
+        row_id = normalise(fields[self.i_id]) if self.i_id is not None else f"{self.id_prefix}:{record.line}"
         if not row_id:
-            return "empty id"
-        group = record[self.i_group].strip() if self.i_group is not None else None
-        return _Parsed(line, row_id, text, int(label), group or None, "\t".join(record))
+            return "empty id", ""
+        group = normalise(fields[self.i_group]) if self.i_group is not None else None
+        return _Parsed(record.line, row_id, text, int(label), group or None, record.raw)
+
+
+def _digest(path: Path) -> str:
+    """A short digest of the file's bytes: the id prefix of a file that has no id column."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()[:10]
 
 
 def _has_surrogates(value: str) -> bool:
@@ -164,40 +200,16 @@ def _has_surrogates(value: str) -> bool:
     return False
 
 
-def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
-    with _open_text(path) as handle:
-        first = handle.readline()
-        if not first:
-            raise InputDataError(f"{path} is empty", hint="check the file path")
-        delimiter = _delimiter(path, first)
-        yield 1, next(csv.reader([first], delimiter=delimiter))
-        reader = csv.reader(handle, delimiter=delimiter)
-        line = 1
-        while True:
-            try:
-                record = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                yield reader.line_num + 1, [f"\x00csv-error: {exc}"]
-                continue
-            line = reader.line_num + 1
-            yield line, record
+def rejects_path_for(rejects_dir: Path, path: Path, split: str) -> Path:
+    """One rejects file per (split, input file): same-named train and gold files never share one."""
+    where = hashlib.sha1(str(Path(path).resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:6]
+    return rejects_dir / f"{split}-{Path(path).name}-{where}.rejects.tsv"
 
 
-def import_file(
-    store: Store,
-    path: Path,
-    *,
-    split: str,
-    rejects_dir: Path,
-    strict: bool = False,
-    max_chars: int = 5000,
-    batch: int = 2000,
-    noise_rate: float | dict[int, float] = 0.0,
-    noise_seed: int = 0,
-) -> ImportReport:
-    """Import one file into ``split``; returns the report (raises on strict failure).
+def import_file(store: Store, path: Path, *, split: str, rejects_dir: Path, strict: bool = False,
+                max_chars: int = 5000, batch: int = 2000, noise_rate: NoiseRate = 0.0,
+                noise_seed: int = 0) -> ImportReport:
+    """Import one file into ``split`` in one transaction; returns its report (raises on strict failure).
 
     ``noise_rate`` flips that share of the imported labels (fixed seed) and records the
     pre-noise label as the reference truth: the demo and benchmarks measure the loop with it.
@@ -205,63 +217,123 @@ def import_file(
     e.g. ``{1: 0.3, 0: 0.1}``); one random draw per train row either way, so a seed picks the
     same rows whatever the rates.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputDataError(f"input file not found: {path}")
-    report = ImportReport(path=path, split=split)
-    rng = random.Random(noise_seed)
+    job = ImportJob(Path(path), split, noise_rate, noise_seed)
+    return import_files(store, [job], rejects_dir=rejects_dir, strict=strict, max_chars=max_chars, batch=batch)[0]
+
+
+def import_files(store: Store, jobs: Sequence[ImportJob], *, rejects_dir: Path, strict: bool = False,
+                 max_chars: int = 5000, batch: int = 2000) -> list[ImportReport]:
+    """Import several files: one transaction each, or (``strict``) one for all of them.
+
+    A file that cannot be read at all (truncated gzip, another encoding, no header) raises an
+    :class:`InputDataError` that also names the files already committed before it.
+    """
+    for job in jobs:
+        check_readable(job.path)
     rejects_dir.mkdir(parents=True, exist_ok=True)
-    report.rejects_path = rejects_dir / f"{path.name}.rejects.tsv"
-    records = _records(path)
-    _, header = next(records)
-    parser = _RowParser(header, path, max_chars)
-    with store.transaction() as conn, open(report.rejects_path, "w", encoding="utf-8",
-                                           errors="backslashreplace") as rejects:
-        rejects.write("line\treason\traw\n")
-        seen = _SeenIds(conn)
-
-        def flush(rows: list[_Parsed]) -> None:
-            fresh, duplicates = seen.claim(rows)
-            for r, first in duplicates:
-                _reject(report, rejects, strict, r.line, f"duplicate id {r.id!r} (first on line {first})", r.raw)
-            _insert(conn, fresh, split, report, rejects, strict, rng, noise_rate)
-
-        pending: list[_Parsed] = []
-        for line, record in records:
-            report.read += 1
-            if not record:
-                parsed: _Parsed | str = "blank line"
-            elif record[0].startswith("\x00csv-error"):
-                parsed = record[0][1:]
-            else:
-                parsed = parser.parse(record, line)
-            if isinstance(parsed, str):
-                _reject(report, rejects, strict, line, parsed, "\t".join(record))
-                continue
-            pending.append(parsed)
-            if len(pending) >= batch:
-                flush(pending)
-                pending = []
-        flush(pending)
-    if not report.rejected:
-        report.rejects_path.unlink()
-        report.rejects_path = None
-    log_event(log, "import_done", path=str(path), split=split, read=report.read, inserted=report.inserted,
-              already_present=report.already_present, rejected=report.rejected, noise_flipped=report.noise_flipped)
-    return report
-
-
-def _reject(report: ImportReport, rejects, strict: bool, line: int, reason: str, raw: str) -> None:
-    """Count and write one bad row; under ``strict`` stop the import (its transaction rolls back)."""
+    reports = [ImportReport(path=job.path, split=job.split) for job in jobs]
     if strict:
-        raise InputDataError(f"{report.path}:{line}: {reason}: {raw[:80]!r}",
+        with store.transaction() as conn:
+            for job, report in zip(jobs, reports, strict=True):
+                _import_strict(conn, job, report, max_chars=max_chars, batch=batch, files=len(jobs))
+    else:
+        for job, report in zip(jobs, reports, strict=True):
+            _import_one(store, job, report, reports, rejects_dir=rejects_dir, max_chars=max_chars, batch=batch)
+    for report in reports:
+        report.committed = True
+        log_event(log, "import_done", path=str(report.path), split=report.split, read=report.read,
+                  inserted=report.inserted, already_present=report.already_present, rejected=report.rejected,
+                  reasons=report.reasons, noise_flipped=report.noise_flipped)
+    return reports
+
+
+def _import_strict(conn, job: ImportJob, report: ImportReport, *, max_chars: int, batch: int, files: int) -> None:
+    try:
+        _import_rows(conn, job, report, None, strict=True, max_chars=max_chars, batch=batch)
+    except InputDataError as exc:
+        scope = "nothing imported from any file" if files > 1 else "nothing imported"
+        raise InputDataError(f"{exc.message} ({scope}: --strict)", hint=exc.hint) from None
+
+
+def _import_one(store: Store, job: ImportJob, report: ImportReport, reports: list[ImportReport], *,
+                rejects_dir: Path, max_chars: int, batch: int) -> None:
+    """One file in its own transaction, its rejects file replaced only once the rows are committed."""
+    report.rejects_path = rejects_path_for(rejects_dir, job.path, job.split)
+    try:
+        with ExitStack() as stack:
+            rejects = stack.enter_context(atomic_write(report.rejects_path, errors="backslashreplace"))
+            rejects.write("line\treason\traw\n")
+            with store.transaction() as conn:
+                _import_rows(conn, job, report, rejects, strict=False, max_chars=max_chars, batch=batch)
+    except InputDataError as exc:
+        done = [f"{r.path} ({r.read} rows read, {r.inserted} inserted)" for r in reports if r.committed]
+        note = f"; already committed: {', '.join(done)}" if done else ""
+        raise InputDataError(f"{exc.message} (nothing imported from {job.path}{note})", hint=exc.hint) from None
+    report.committed = True
+    if not report.rejected:
+        report.rejects_path.unlink(missing_ok=True)
+        report.rejects_path = None
+
+
+def _import_rows(conn, job: ImportJob, report: ImportReport, rejects: IO[str] | None, *, strict: bool,
+                 max_chars: int, batch: int) -> None:
+    """Validate and insert every record of ``job.path`` inside the caller's transaction."""
+    header, _, records = read_records(job.path, max_chars=max_chars)
+    parser = _RowParser(header, job.path, max_chars)
+    seen, rng = _SeenIds(conn), random.Random(job.noise_seed)
+
+    def flush(rows: list[_Parsed]) -> None:
+        fresh, duplicates = seen.claim(rows)
+        for r, first in duplicates:
+            _reject(report, rejects, strict, r.line, "duplicate id", f"duplicate id {r.id!r} (first on line {first})",
+                    r.raw)
+        _insert(conn, fresh, job, report, rejects, strict, rng)
+
+    pending: list[_Parsed] = []
+    for record in records:
+        report.read += 1
+        _note_span(report, record)
+        parsed = parser.parse(record) if record.problem is None else (record.problem, record.detail)
+        if isinstance(parsed, tuple):
+            _reject_record(report, rejects, strict, record, *parsed)
+            continue
+        pending.append(parsed)
+        if len(pending) >= batch:
+            flush(pending)
+            pending = []
+    flush(pending)
+
+
+def _note_span(report: ImportReport, record: Record) -> None:
+    if record.lines > 1:
+        report.multiline += 1
+        report.first_multiline = report.first_multiline or record.line
+
+
+def _reject_record(report: ImportReport, rejects: IO[str] | None, strict: bool, record: Record, reason: str,
+                   detail: str) -> None:
+    if reason == "invalid UTF-8" and report.legacy_encoding is None:
+        report.legacy_encoding = _legacy_encoding(record.raw)
+    _reject(report, rejects, strict, record.line, reason, detail, record.raw)
+
+
+def _legacy_encoding(raw: str) -> str | None:
+    guess = sniff_encoding(raw.encode("utf-8", "surrogateescape"))
+    return guess if guess and "unknown" not in guess else None
+
+
+def _reject(report: ImportReport, rejects: IO[str] | None, strict: bool, line: int, reason: str, detail: str,
+            raw: str) -> None:
+    """Count and write one bad row; under ``strict`` stop the import (its transaction rolls back)."""
+    if strict or rejects is None:
+        raise InputDataError(f"{report.path}:{line}: {detail or reason}: {raw[:80]!r}",
                              hint="fix the row or import without --strict to collect rejects")
-    report.reject(line, reason, raw)
-    rejects.write(f"{line}\t{reason}\t{raw!r}\n")
+    report.reject(line, reason, detail, raw)
+    rejects.write(f"{line}\t{detail or reason}\t{raw!r}\n")
 
 
-def _insert(conn, rows: list[_Parsed], split: str, report: ImportReport, rejects, strict: bool,
-            rng: random.Random, noise_rate: float | dict[int, float]) -> None:
+def _insert(conn, rows: list[_Parsed], job: ImportJob, report: ImportReport, rejects: IO[str] | None, strict: bool,
+            rng: random.Random) -> None:
     """Insert a batch; ids already in the DB must hold identical content (idempotent re-import)."""
     if not rows:
         return
@@ -269,24 +341,18 @@ def _insert(conn, rows: list[_Parsed], split: str, report: ImportReport, rejects
         conn, "SELECT id, text, original_label, split FROM sentences WHERE id IN ({marks})", [r.id for r in rows])}
     fresh: list[tuple] = []
     truth: list[tuple[str, int]] = []
-    now = utcnow()
+    now, noisy = utcnow(), _noisy(job.noise_rate) and job.split == "train"
     for r in rows:
         if r.id in existing:
-            if existing[r.id] == (r.text, r.label, split) or (
-                existing[r.id][0] == r.text and existing[r.id][2] == split and _noisy(noise_rate)
-            ):
-                report.already_present += 1
-                continue
-            _reject(report, rejects, strict, r.line,
-                    f"id {r.id!r} already in the store with different text/label/split", r.raw)
+            _already_present(report, rejects, strict, r, existing[r.id], job)
             continue
         label = r.label
-        if _noisy(noise_rate) and split == "train" and rng.random() < _rate(noise_rate, r.label):
+        if noisy and rng.random() < _rate(job.noise_rate, r.label):
             label = 1 - label
             report.noise_flipped += 1
-        if _noisy(noise_rate) and split == "train":
+        if noisy:
             truth.append((r.id, r.label))
-        fresh.append((r.id, r.text, label, label, now, split, r.group))
+        fresh.append((r.id, r.text, label, label, now, job.split, r.group))
     conn.executemany(
         "INSERT INTO sentences (id, text, original_label, current_label, label_last_updated, split, group_key) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -300,10 +366,22 @@ def _insert(conn, rows: list[_Parsed], split: str, report: ImportReport, rejects
     report.inserted += len(fresh)
 
 
-def _rate(noise_rate: float | dict[int, float], label: int) -> float:
+def _already_present(report: ImportReport, rejects: IO[str] | None, strict: bool, row: _Parsed,
+                     stored: tuple, job: ImportJob) -> None:
+    """A row whose id is stored: the same content is a no-op, anything else a conflict (never overwritten)."""
+    same = stored == (row.text, row.label, job.split) or (
+        stored[0] == row.text and stored[2] == job.split and _noisy(job.noise_rate))
+    if same:
+        report.already_present += 1
+        return
+    _reject(report, rejects, strict, row.line, "conflicts with a stored row",
+            f"id {row.id!r} already in the store with different text/label/split", row.raw)
+
+
+def _rate(noise_rate: NoiseRate, label: int) -> float:
     """Flip probability of a row whose true label is ``label``."""
     return noise_rate.get(label, 0.0) if isinstance(noise_rate, dict) else noise_rate
 
 
-def _noisy(noise_rate: float | dict[int, float]) -> bool:
+def _noisy(noise_rate: NoiseRate) -> bool:
     return any(v > 0 for v in noise_rate.values()) if isinstance(noise_rate, dict) else noise_rate > 0

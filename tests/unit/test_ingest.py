@@ -45,7 +45,9 @@ def test_plain_text_label_csv_uses_line_numbers_as_ids(store, tmp_path):
     path = _write(tmp_path / "t.csv", 'text,label\n"great, really",1\nawful,0\n')
     report = _import(store, path)
     assert report.inserted == 2
-    assert [r[0] for r in store.conn.execute("SELECT id FROM sentences ORDER BY sid")] == ["t.csv:2", "t.csv:3"]
+    ids = [r[0] for r in store.conn.execute("SELECT id FROM sentences ORDER BY sid")]
+    assert [i.split("@")[0] for i in ids] == ["t.csv", "t.csv"] and [i.split(":")[-1] for i in ids] == ["2", "3"]
+    assert _import(store, path).already_present == 2  # the same file again: a no-op
 
 
 BAD_ROWS = [
@@ -66,7 +68,7 @@ def test_each_bad_row_is_rejected_with_line_and_reason(store, tmp_path, row, rea
     path = _write(tmp_path / "t.tsv", body)
     report = _import(store, path)
     assert report.inserted == 2 and report.rejected == 1
-    assert any(reason in k for k in report.reasons), report.reasons
+    assert any(reason in e for e in report.examples), report.examples
     assert f"{path}:3:" in report.examples[0]
     rejects = report.rejects_path.read_text(encoding="utf-8").splitlines()
     assert len(rejects) == 2 and rejects[1].startswith("3\t")
