@@ -23,10 +23,7 @@ resumes from the last checkpoint. Budgets (minutes, steps) are totals over resum
 
 from __future__ import annotations
 
-import csv
-import gzip
 import hashlib
-import io
 import json
 import logging
 import shutil
@@ -47,12 +44,15 @@ from sentirefine.errors import ConfigError, InputDataError, ModelLoadError, Trai
 from sentirefine.faults import crash_point
 from sentirefine.logs import log_event, progress_disabled
 from sentirefine.store import Store
+from sentirefine.tabular import read_records
+from sentirefine.userfile import check_readable, iter_lines
 
 log = logging.getLogger(__name__)
 
 CARD = "pretrain_card.json"
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 TEXT_COLUMNS = ("document", "text", "sentence", "review")
+_EXTRA_MAX_CHARS = 20_000  # per line of an --extra file: longer lines are skipped, never held whole
 _STATE, _TRAINER = "state", "trainer.pt"
 _CORPUS, _CORPUS_INFO, _IDS, _OFFSETS = "corpus.txt", "corpus.json", "ids.npy", "offsets.npy"
 _TOKENIZER_DIR, _RUN_FILE = "tokenizer", "mlflow_run.json"
@@ -93,23 +93,24 @@ class CorpusInfo:
     empty_skipped: int = 0
 
 
-def read_text_file(path: Path) -> Iterator[str]:
-    """Texts of an unlabelled file: TSV/CSV with a text column (NSMC: ``document``), else one per line."""
-    if not path.is_file():
-        raise InputDataError(f"extra text file not found: {path}", hint="pass an existing file to --extra")
-    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
-    with io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="") as handle:
-        header = handle.readline()
-        delimiter = "\t" if "\t" in header else ","
-        columns = [c.strip().lower() for c in next(csv.reader([header], delimiter=delimiter), [])]
-        column = next((columns.index(c) for c in TEXT_COLUMNS if c in columns), None)
-        if column is None:  # plain text: the first line is a text too
-            yield header
-            yield from handle
-            return
-        for row in csv.reader(handle, delimiter=delimiter):
-            if len(row) > column:
-                yield row[column]
+def read_text_file(path: Path, max_chars: int = _EXTRA_MAX_CHARS) -> Iterator[str]:
+    """Texts of an unlabelled file: TSV/CSV with a text column (NSMC: ``document``), else one per line.
+
+    Read like an import (:mod:`sentirefine.tabular`): gzip by content, BOM dropped, TSV without
+    quoting (a review opening with ``"`` does not swallow the lines after it), bounded memory per
+    line; rows without the column and over-long lines are skipped (this text is unlabelled).
+    """
+    path = check_readable(path, "extra text file")
+    first = next(iter_lines(path, max_chars=max_chars, what="extra text file"), None)
+    names = [c.strip().lower() for c in (first.text if first else "").replace(",", "\t").split("\t")]
+    if not any(c in names for c in TEXT_COLUMNS):  # plain text: the first line is a text too
+        yield from (line.text for line in iter_lines(path, max_chars=max_chars) if not line.overlong)
+        return
+    header, _, records = read_records(path, max_chars=max_chars)
+    column = next(header.index(h) for h in header if h.strip().lower() in TEXT_COLUMNS)
+    for record in records:
+        if record.problem is None and len(record.fields) > column:
+            yield record.fields[column]
 
 
 def build_corpus(store: Store, extra: Sequence[Path], path: Path) -> CorpusInfo:

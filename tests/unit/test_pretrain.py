@@ -157,3 +157,15 @@ def test_refine_pretrains_a_missing_pretrained_checkpoint_first(tiny_corpus, cli
     assert "pretraining it first" not in second.stderr
     with Store(ws / "sentences.db") as store:
         assert [it["iteration"] for it in store.iterations() if it["finished_at"]] == [0, 1, 2]
+
+
+def test_extra_text_is_read_like_an_import(tmp_path):
+    """BOM dropped, gzip by content, a review opening with a quote swallows no line, plain text whole."""
+    from sentirefine.pretrain import read_text_file
+
+    tsv = tmp_path / "extra.tsv"  # gzip data under a plain name
+    tsv.write_bytes(gzip.compress(b"\xef\xbb\xbfid\tdocument\tlabel\n1\t\"quoted start\t1\n2\tplain\t0\n3\tend\"\t1\n"))
+    assert list(read_text_file(tsv)) == ['"quoted start', "plain", 'end"']
+    lines = tmp_path / "lines.txt"
+    lines.write_text('"first\nsecond\n', encoding="utf-8")
+    assert list(read_text_file(lines)) == ['"first', "second"]
