@@ -32,6 +32,7 @@ from typing import IO
 
 from sentirefine.atomicfile import atomic_write
 from sentirefine.errors import InputDataError
+from sentirefine.faults import crash_point
 from sentirefine.logs import log_event
 from sentirefine.sqlbatch import select_in
 from sentirefine.store import Store, utcnow
@@ -236,6 +237,7 @@ def import_files(store: Store, jobs: Sequence[ImportJob], *, rejects_dir: Path, 
         with store.transaction() as conn:
             for job, report in zip(jobs, reports, strict=True):
                 _import_strict(conn, job, report, max_chars=max_chars, batch=batch, files=len(jobs))
+                crash_point("import_strict_file_done")
     else:
         for job, report in zip(jobs, reports, strict=True):
             _import_one(store, job, report, reports, rejects_dir=rejects_dir, max_chars=max_chars, batch=batch)
@@ -265,6 +267,7 @@ def _import_one(store: Store, job: ImportJob, report: ImportReport, reports: lis
             rejects.write("line\treason\traw\n")
             with store.transaction() as conn:
                 _import_rows(conn, job, report, rejects, strict=False, max_chars=max_chars, batch=batch)
+            crash_point("import_after_commit")  # rows committed, rejects file not yet in place
     except InputDataError as exc:
         done = [f"{r.path} ({r.read} rows read, {r.inserted} inserted)" for r in reports if r.committed]
         note = f"; already committed: {', '.join(done)}" if done else ""
@@ -288,6 +291,7 @@ def _import_rows(conn, job: ImportJob, report: ImportReport, rejects: IO[str] | 
             _reject(report, rejects, strict, r.line, "duplicate id", f"duplicate id {r.id!r} (first on line {first})",
                     r.raw)
         _insert(conn, fresh, job, report, rejects, strict, rng)
+        crash_point("import_batch")  # inside the file's transaction: a kill here commits nothing of it
 
     pending: list[_Parsed] = []
     for record in records:
