@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from sentirefine.atomicfile import atomic_write
 from sentirefine.config import Config
 from sentirefine.logs import log_event
 from sentirefine.store import Store
@@ -44,7 +45,8 @@ def audit_stage(config: Config, store: Store, iteration: int) -> dict[str, Any]:
     critique = run_critique(config, store, iteration)
     path = report_path(config, iteration)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(iteration, store, frame, groups, flags, critique), encoding="utf-8")
+    with atomic_write(path) as out:  # a symlink at the report is replaced, never followed
+        out.write(render(iteration, store, frame, groups, flags, critique))
     log_event(log, "audit_written", iteration=iteration, path=str(path), flags=len(flags),
               critique=critique.get("status"))
     return {"flags": flags, "path": str(path), "critique": critique.get("status"),
@@ -116,7 +118,7 @@ def critique_sample(store: Store, iteration: int, size: int) -> list[dict[str, A
     corrections = store.conn.execute(
         "SELECT s.sid, s.text, h.old_label, s.current_label, p.predicted, p.confidence FROM label_history h "
         "JOIN sentences s ON s.sid = h.sid LEFT JOIN predictions p ON p.sid = h.sid AND p.iteration = h.iteration "
-        "WHERE h.iteration = ? AND h.source IN ('ensemble', 'llm') ORDER BY h.hid LIMIT ?",
+        "WHERE h.iteration = ? AND h.source IN ('ensemble', 'llm') AND h.undone_by IS NULL ORDER BY h.hid LIMIT ?",
         (iteration, (size + 1) // 2)).fetchall()
     disagreements = store.conn.execute(
         "SELECT s.sid, s.text, s.current_label, s.current_label, p.predicted, p.confidence FROM predictions p "

@@ -55,6 +55,17 @@ def _config(default_file: Path | None = None) -> Config:
     return cfg
 
 
+def _check_share(option: str, value: float) -> None:
+    """A share of rows must lie in [0, 1): 1.5 would flip every label and -0.2 or nan none, all silently."""
+    import math
+
+    from sentirefine.errors import UsageError
+
+    if not (math.isfinite(value) and 0 <= value < 1):
+        raise UsageError(f"{option} {value} is outside [0, 1)",
+                         hint=f"pass the share of labels to flip, e.g. {option} 0.2 (0 = none)")
+
+
 def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn a SentirefineError into a one-line message with a hint and its exit code."""
 
@@ -133,6 +144,7 @@ def import_cmd(
     noise_seed: Annotated[int, typer.Option(help="Seed of the injected noise.")] = 0,
 ) -> None:
     """Import labelled rows into the workspace store, validating every row."""
+    _check_share("--inject-noise", inject_noise)
     from sentirefine.ingest import ImportJob, import_files
     from sentirefine.workspace import locked, open_store
 
@@ -222,7 +234,8 @@ def _run_pretrain(cfg: Config, source: Path | None, extra: list[Path], fresh: bo
 @app.command()
 @_friendly
 def refine(
-    max_iterations: Annotated[int | None, typer.Option(help="Stop after this iteration number.")] = None,
+    max_iterations: Annotated[int | None, typer.Option(
+        help="Stop after this iteration number (0 = bootstrap only; default refine.max_iterations).")] = None,
     until_converged: Annotated[bool, typer.Option(
         "--until-converged/--ignore-convergence",
         help="Stop as soon as an iteration converged (default); --ignore-convergence runs on to max iterations, "
@@ -235,10 +248,12 @@ def refine(
 
 
 def _run_refine(cfg: Config, max_iterations: int | None, until_converged: bool = True) -> None:
+    from sentirefine.loop import check_max_iterations
     from sentirefine.loop import refine as run_refine
     from sentirefine.summary import iterations_table
     from sentirefine.workspace import locked, open_store
 
+    check_max_iterations(max_iterations)  # before a pretraining run or a lock: nothing done on a bad value
     _ensure_pretrained(cfg)
     with locked(cfg), open_store(cfg) as store:
         result = run_refine(cfg, store, max_iterations=max_iterations, until_converged=until_converged)
@@ -261,6 +276,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
             "train_labels": store.label_counts("train"),
             "unfinished_stage": store.current_stage(),
             "review_queue": store.open_review_count(),
+            "last_operation": store.last_operation(),
             "iterations": store.iterations(),
         }
     if as_json:
@@ -271,21 +287,45 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
     if info["unfinished_stage"]:
         it, stage = info["unfinished_stage"]
         typer.echo(f"unfinished: iteration {it} stage {stage} (run `sentirefine refine` to resume)")
+    if info["last_operation"]:
+        op = info["last_operation"]
+        typer.echo(f"last {op['command']} at {op['created_at']}: {op['args']} -> {op['info']}")
     typer.echo(iterations_table(info["iterations"], cfg.models.order))
 
 
 @app.command()
 @_friendly
 def rollback(
-    to_iteration: Annotated[int, typer.Option("--to-iteration", help="0 = labels as imported.")],
+    to_iteration: Annotated[int, typer.Option(
+        "--to-iteration", help="K = the labels after iteration K (those of snapshot data-iter-K); 0 = labels as "
+        "imported, before any refinement. From 0 to the latest finished iteration.")],
+    undo_human_labels: Annotated[bool, typer.Option(
+        "--undo-human-labels/--keep-human-labels",
+        help="Human labels (`review import`) are kept by default, since a person's label is final; "
+             "--undo-human-labels resets those imported after iteration K too.")] = False,
 ) -> None:
-    """Restore every train label to its value after iteration K (recorded in history)."""
+    """Restore every train label to its value after iteration K, in one transaction (recorded in history).
+
+    Later iterations' bookkeeping is removed so `refine` continues from K, and the changes undone no longer
+    count as flips. Labels a person set stay as they are unless --undo-human-labels (the count kept is printed).
+    A kill at any point leaves the labels as they were: run the same command again.
+    """
+    from sentirefine.errors import UsageError
     from sentirefine.workspace import locked, open_store
 
     cfg = _config()
     with locked(cfg), open_store(cfg) as store:
-        changed = store.rollback(to_iteration)
-    typer.echo(f"rolled back to iteration {to_iteration}: {changed} labels restored")
+        latest = store.last_finished_iteration() or 0
+        if not 0 <= to_iteration <= latest:
+            raise UsageError(f"--to-iteration {to_iteration} is out of range: valid iterations in {cfg.workspace} "
+                             f"are 0 to {latest} (0 = labels as imported)",
+                             hint=f"pass a value from 0 to {latest}; `sentirefine status` lists the iterations")
+        chunk = cfg.store.chunk_size if isinstance(cfg.store.chunk_size, int) else 50_000
+        result = store.rollback(to_iteration, chunk, undo_human=undo_human_labels)
+    typer.echo(f"rolled back to iteration {to_iteration}: {result.changed} labels restored")
+    if result.kept_human:
+        typer.echo(f"kept {result.kept_human} human label(s) imported after iteration {to_iteration} "
+                   f"(run again with --undo-human-labels to reset them too)")
 
 
 @dataset_app.command("show")
@@ -360,11 +400,16 @@ def review_export(
 ) -> None:
     """Write the rows needing a human (frozen, low-confidence, LLM-uncertain) with the ensemble's opinion."""
     from sentirefine import review as review_mod
-    from sentirefine.errors import ConfigError
+    from sentirefine.atomicfile import check_output_path
+    from sentirefine.errors import UsageError
     from sentirefine.workspace import open_store
 
     if fmt not in ("csv", "labelstudio"):
-        raise ConfigError(f"unknown export format {fmt!r}", hint="use --format csv or --format labelstudio")
+        raise UsageError(f"unknown export format {fmt!r}", hint="use --format csv or --format labelstudio")
+    if fmt == "csv" and ".json" in [s.lower() for s in output.suffixes]:  # import reads *.json as Label Studio
+        raise UsageError(f"{output}: a CSV export named .json could not be imported back",
+                         hint="name it .csv, or pass --format labelstudio for Label Studio tasks")
+    check_output_path(output, "review export")  # before the store is opened: a bad path fails first
     cfg = _config()
     with open_store(cfg) as store:
         writer = review_mod.export_csv if fmt == "csv" else review_mod.export_label_studio

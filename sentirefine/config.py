@@ -3,13 +3,22 @@
 Why one object: thresholds, schedules and sizes interact (a chunk size bounds memory, a
 threshold schedule bounds how fast labels move), so they must be visible together and
 validated together. Values come from, in increasing priority: the defaults below, a YAML
-file (``--config`` or ``SENTIREFINE_CONFIG``), and ``SENTIREFINE_*`` environment variables
-(nested keys joined with ``__``, e.g. ``SENTIREFINE_REFINE__MAX_ITERATIONS=5``).
+file (``--config`` or ``SENTIREFINE_CONFIG``), ``SENTIREFINE_*`` environment variables
+(nested keys joined with ``__``, e.g. ``SENTIREFINE_REFINE__MAX_ITERATIONS=5``; a list as JSON
+or ``a,b``), and command-line flags (``--workspace``, ``--log-format``).
+
+Nothing is silently ignored: an unknown key, a key given twice in the YAML file and a
+``SENTIREFINE_*`` variable that names no key (other than :data:`NON_CONFIG_ENV`) are errors, and
+every error names the file and line, or the environment variable, that set the bad value.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +27,19 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from sentirefine.errors import ConfigError
+from sentirefine.errors import ConfigError, InputDataError
+from sentirefine.userfile import read_text
+
+ENV_PREFIX = "SENTIREFINE_"
+# SENTIREFINE_* variables that are not settings: read by the fault hooks, the test suite and the
+# deployment files. Every other SENTIREFINE_* variable must name a config key: a typo is an error.
+NON_CONFIG_ENV = frozenset({
+    "SENTIREFINE_CONFIG",  # the YAML file itself (load_config)
+    "SENTIREFINE_KILL_AT", "SENTIREFINE_PAUSE_AT", "SENTIREFINE_PAUSE_FILE", "SENTIREFINE_FAULT_TRACE",  # faults.py
+    "SENTIREFINE_FAULT_SEED", "SENTIREFINE_FAULT_KILLS",  # tests/faults/test_sigkill_chain.py
+    "SENTIREFINE_BIN", "SENTIREFINE_MAX_ITERATIONS",  # deploy/airflow/sentirefine_dag.py (its WORKSPACE is config)
+})
+NON_CONFIG_ENV_SUFFIXES = ("_API_KEY",)  # secrets are never config (see LLMConfig)
 
 
 class _Section(BaseModel):
@@ -168,6 +189,18 @@ class ModelsConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' = CUDA when present.")
     seed: int = Field(13, description="Seed of every model's initialisation and shuffling.")
 
+    @field_validator("order")
+    @classmethod
+    def _members_once_each(cls, v: list[str]) -> list[str]:
+        """An empty ensemble would 'bootstrap' nothing; a member listed twice is trained twice under one
+        name and its second checkpoint row collides in the store (IntegrityError mid-refine)."""
+        if not v:
+            raise ValueError("names no member: list at least one of lexicon, lstm, bilstm, bert")
+        twice = sorted({name for name in v if v.count(name) > 1})
+        if twice:
+            raise ValueError(f"lists {', '.join(twice)} more than once: each member may appear once")
+        return v
+
 
 class PretrainConfig(_Section):
     """`sentirefine pretrain`: a corpus WordPiece vocabulary and masked-LM pretraining of a small BERT.
@@ -295,6 +328,10 @@ class ThresholdSchedule(_Section):
         return min(1.0, base + offset)
 
 
+# A first threshold under this is within a few points of a coin flip: RefineConfig warns about it.
+LOW_THRESHOLD_START = 0.6
+
+
 class RefineConfig(_Section):
     """The progressive self-training loop."""
 
@@ -315,6 +352,33 @@ class RefineConfig(_Section):
     label_change_bound: float = Field(0.005, ge=0, description="Converged when label change rate is below this...")
     lexicon_change_bound: float = Field(0.05, ge=0, description="...and every model's change rate below this...")
     patience: int = Field(1, ge=1, description="...for this many consecutive iterations.")
+    # 0.15: the reported collapse (threshold.start 0.55, 110 of 200 labels to one class) moved the
+    # share ~0.45 away; corrections of uniform noise keep the balance, class-conditional ones move it
+    # towards gold (negative shift), so neither comes near.
+    max_balance_shift: float | None = Field(
+        0.15, gt=0, le=1.0, description="Balance guard: a correct stage that would move the train labels' positive "
+        "share further from the gold split's positive share than it already is, by more than this (0.15 = 15 "
+        "points), stops before writing anything, with exit 2 (self-training collapsing onto one class, e.g. a "
+        "threshold.start the models clear for almost every row). Moves towards gold never trip it. null disables "
+        "it (e.g. when the gold split is not drawn like the train split).",
+    )
+
+    @model_validator(mode="after")
+    def _warn_low_threshold(self) -> RefineConfig:
+        """Warn (not fail: the values are valid) about a first threshold too close to chance."""
+        if self.threshold.start < LOW_THRESHOLD_START:
+            import logging
+
+            guard = ("the balance guard (refine.max_balance_shift) is off, so nothing stops it"
+                     if self.max_balance_shift is None else
+                     f"refine.max_balance_shift={self.max_balance_shift} stops a stage that moves the balance further")
+            logging.getLogger(__name__).warning(
+                "refine.threshold.start is close to chance", extra={
+                    "event": "config_warning", "key": "refine.threshold.start", "value": self.threshold.start,
+                    "detail": f"refine.threshold.start={self.threshold.start} < {LOW_THRESHOLD_START}: nearly every "
+                              f"row the models disagree with clears it, so a first iteration may relabel a large "
+                              f"share of the corpus towards one class; {guard}"})
+        return self
 
 
 class TrackingConfig(_Section):
@@ -344,8 +408,10 @@ class VersioningConfig(_Section):
     """DVC snapshots of the labels, one tagged version per iteration."""
 
     enabled: bool = Field(True, description="Snapshot, commit and tag the labels after every iteration.")
-    remote: Path | None = Field(
-        None, description="DVC remote (a directory or URL); None = <workspace>/dvc-remote (git-ignored)."
+    remote: str | None = Field(
+        None, description="DVC remote: a URL (s3://, gs://, ssh://, file:///...), an absolute directory, or a "
+                          "relative one, which means under the workspace (never the current directory); "
+                          "None = <workspace>/dvc-remote (git-ignored)."
     )
     push: bool = Field(True, description="Push each snapshot to the remote.")
     tag_prefix: str = Field("data-iter-", description="Git tag of iteration N: <prefix>NNN.")
@@ -451,8 +517,10 @@ class Config(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Environment wins over the YAML file (passed as init kwargs); no .env magic.
-        return (env_settings, init_settings)
+        # Init kwargs only: load_config reads the SENTIREFINE_* environment itself (env_overrides), so that
+        # list values parse, unknown variables are refused and an error names the variable, not the YAML
+        # file. No .env magic; a Config built directly (tests) is the defaults plus its arguments.
+        return (init_settings,)
 
     @property
     def db_file(self) -> Path:
@@ -464,32 +532,205 @@ class Config(BaseSettings):
 
 
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Build the effective config from defaults, a YAML file, env vars and explicit overrides.
+    """Build the effective config from defaults < a YAML file < env vars < explicit overrides (CLI flags).
 
-    ``path`` falls back to ``$SENTIREFINE_CONFIG``. Errors name the file and the bad key.
+    ``path`` falls back to ``$SENTIREFINE_CONFIG``. Errors name the file and the bad key (with its
+    line), or the environment variable that set it.
     """
-    path = path or (Path(os.environ["SENTIREFINE_CONFIG"]) if os.environ.get("SENTIREFINE_CONFIG") else None)
+    origin = ""
+    if path is None and os.environ.get("SENTIREFINE_CONFIG"):
+        path, origin = Path(os.environ["SENTIREFINE_CONFIG"]), " (named by SENTIREFINE_CONFIG)"
     data: dict[str, Any] = {}
+    lines: dict[tuple[str, ...], int] = {}
     if path is not None:
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}", hint="pass an existing YAML file to --config")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at top level")
-        data = loaded
-    if overrides:
-        data = _deep_merge(data, overrides)
+        data, lines = _read_yaml(Path(path), origin)
+    env, origins = env_overrides()
+    data = _deep_merge(_deep_merge(data, env), overrides or {})
     try:
         return Config(**data)
     except ValidationError as exc:
-        where = f" in {path}" if path else ""
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"invalid configuration{where}: {problems}", hint="see README 'Configuration'") from exc
+        raise _invalid(exc, path, lines, origins) from exc
+
+
+def _read_yaml(path: Path, origin: str = "") -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    """The file's mapping and the line of every key in it; a duplicate key is an error, not 'last one wins'."""
+    try:
+        text = read_text(path, "config file")
+    except InputDataError as exc:  # missing, a directory, cp949, BOM-less garbage: still a config problem
+        raise ConfigError(exc.message + origin, hint=exc.hint or "pass an existing YAML file to --config") from exc
+    loader = _YamlLoader(text)
+    try:
+        node = loader.get_single_node()
+        lines = _key_lines(path, node) if node is not None else {}
+        loaded = loader.construct_document(node) if node is not None else {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}",
+                          hint="fix the line and column named above") from exc
+    finally:
+        loader.dispose()
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at top level",
+                          hint="start from `sentirefine config show`")
+    return loaded or {}, lines
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """Safe YAML (no arbitrary objects) whose node tree is kept for key lines and duplicate checks."""
+
+
+def _key_lines(path: Path, root: yaml.Node) -> dict[tuple[str, ...], int]:
+    """1-based line of each mapping key, by key path; raises on a key given twice in one mapping.
+
+    YAML itself lets the second silently replace the first, so a setting a user believes set
+    would be ignored. Walks nodes once each (aliases may share or even nest them).
+    """
+    lines: dict[tuple[str, ...], int] = {}
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, tuple[str, ...]]] = [(root, ())]
+    while stack:
+        node, prefix = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((item, (*prefix, str(i))) for i, item in enumerate(node.value))
+        if not isinstance(node, yaml.MappingNode):
+            continue
+        first: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key, line = (*prefix, key_node.value), key_node.start_mark.line + 1
+            if key_node.value in first:
+                raise ConfigError(f"config file {path}: key {'.'.join(key)} is given twice "
+                                  f"(line {first[key_node.value]} and line {line})",
+                                  hint="keep one of them: YAML would silently use the last")
+            first[key_node.value] = line
+            lines.setdefault(key, line)
+            stack.append((value_node, key))
+    return lines
+
+
+def env_overrides(environ: Mapping[str, str] | None = None) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """The ``SENTIREFINE_*`` settings as nested data, and which variable set which key path.
+
+    Names are ``SENTIREFINE_<SECTION>__<KEY>`` (any case). A list field takes JSON (``["lexicon","lstm"]``)
+    or comma-separated text (``lexicon,lstm``); a dict or a whole section takes a JSON object. A variable
+    naming no key (a typo) is an error: silently ignored, it would leave the default in force.
+    """
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    origins: dict[tuple[str, ...], str] = {}
+    unknown: list[str] = []
+    for name in sorted(n for n in environ if _is_config_variable(n)):
+        keys = tuple(name[len(ENV_PREFIX):].lower().split("__"))
+        annotation, problem = _resolve(keys)
+        if problem:
+            unknown.append(f"{name}: {problem}")
+            continue
+        _set_nested(data, keys, _parse_env_value(name, environ[name], annotation))
+        origins[keys] = name
+    if unknown:
+        raise ConfigError("unknown environment variable(s): " + "; ".join(unknown),
+                          hint="fix the name or unset it; settings are SENTIREFINE_<SECTION>__<KEY> "
+                               "(keys: `sentirefine config docs`)")
+    return data, origins
+
+
+def _is_config_variable(name: str) -> bool:
+    upper = name.upper()
+    return (upper.startswith(ENV_PREFIX) and upper not in NON_CONFIG_ENV
+            and not upper.endswith(NON_CONFIG_ENV_SUFFIXES))
+
+
+def _resolve(keys: tuple[str, ...]) -> tuple[Any, str | None]:
+    """(annotation of the field ``keys`` names, None) or (None, what is wrong with the path)."""
+    model: type[BaseModel] = Config
+    for depth, key in enumerate(keys):
+        fields = model.model_fields
+        where = ".".join(keys[:depth]) or "the configuration"
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            return None, f"{where} has no key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+        annotation = fields[key].annotation
+        if depth == len(keys) - 1:
+            return annotation, None
+        if _kind(annotation) != "model":
+            return None, f"{'.'.join(keys[:depth + 1])} is a value, not a section: it has no key {keys[depth + 1]!r}"
+        model = annotation
+    return None, "no key named"  # keys is never empty (str.split gives one element at least)
+
+
+def _kind(annotation: Any) -> str:
+    """'model' (a section), 'list', 'dict' or 'scalar': how an environment string becomes the field's input."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    for member in typing.get_args(annotation) if union else (annotation,):
+        origin = typing.get_origin(member) or member
+        if origin is list:
+            return "list"
+        if origin is dict:
+            return "dict"
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            return "model"
+    return "scalar"
+
+
+def _parse_env_value(name: str, raw: str, annotation: Any) -> Any:
+    """A scalar stays a string (pydantic parses it, naming the variable on error); lists and mappings are decoded."""
+    kind, text = _kind(annotation), raw.strip()
+    if kind == "scalar":
+        return raw
+    if kind == "list" and not text.startswith("["):
+        return [part.strip() for part in text.split(",")] if text else []
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"environment variable {name} is not valid JSON: {exc.msg} at column {exc.colno}",
+                          hint=_ENV_HINTS[kind]) from exc
+    if not isinstance(value, list if kind == "list" else dict):
+        raise ConfigError(f"environment variable {name} must be a JSON {'array' if kind == 'list' else 'object'}, "
+                          f"not {type(value).__name__}", hint=_ENV_HINTS[kind])
+    return value
+
+
+_ENV_HINTS = {"list": 'give a JSON array (["lexicon","lstm"]) or comma-separated values (lexicon,lstm)',
+              "dict": 'give a JSON object, e.g. {"0": 0.05}',
+              "model": 'give a JSON object of the section\'s keys, or set one key: SENTIREFINE_<SECTION>__<KEY>'}
+
+
+def _set_nested(data: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
+    for key in keys[:-1]:
+        child = data.get(key)
+        data = data.setdefault(key, {}) if not isinstance(child, dict) else child
+    if isinstance(value, dict) and isinstance(data.get(keys[-1]), dict):
+        value = _deep_merge(data[keys[-1]], value)
+    data[keys[-1]] = value
+
+
+def _invalid(exc: ValidationError, path: Path | None, lines: Mapping[tuple[str, ...], int],
+             origins: Mapping[tuple[str, ...], str]) -> ConfigError:
+    """One ConfigError listing every problem, each blamed on the variable or the file line that set it."""
+    problems, from_file, from_env = [], False, False
+    for err in exc.errors():
+        loc = tuple(str(p) for p in err["loc"])
+        key = ".".join(loc)
+        names = [n for keys, n in origins.items() if loc and (keys[:len(loc)] == loc or loc[:len(keys)] == keys)]
+        if names:
+            from_env = True
+            problems.append(f"environment variable {', '.join(names)} ({key}): {_msg(err)}")
+            continue
+        from_file = from_file or path is not None
+        line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
+        problems.append(f"{key}{f' (line {line})' if line else ''}: {_msg(err)}")
+    where = f" in {path}" if from_file else ""
+    hint = "fix or unset the environment variable named; see README 'Configuration'" if from_env else \
+        "see README 'Configuration'"
+    return ConfigError(f"invalid configuration{where}: {'; '.join(problems)}", hint=hint)
+
+
+def _msg(err: Any) -> str:
+    """pydantic's message without its 'Value error, ' prefix (our validators already say what is wrong)."""
+    return str(err["msg"]).removeprefix("Value error, ")
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

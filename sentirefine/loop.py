@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from sentirefine import policy
 from sentirefine.config import Config, StoreConfig
 from sentirefine.crossfit import out_of_fold
 from sentirefine.ensemble import EnsemblePool, apply_temperature, combine
-from sentirefine.errors import SentirefineError
+from sentirefine.errors import ConfigError, SentirefineError, UsageError
 from sentirefine.faults import crash_point
 from sentirefine.logs import log_event, progress_disabled, stage_log
 from sentirefine.store import Store
@@ -103,13 +104,22 @@ def refine(config: Config, store: Store, *, max_iterations: int | None = None,
 
     ``until_converged=False`` ignores convergence and runs up to ``max_iterations``: a
     converged workspace otherwise never moves again, e.g. after human labels were imported.
+    ``max_iterations=0`` bootstraps only; ``None`` takes ``refine.max_iterations``.
     """
-    limit = max_iterations or config.refine.max_iterations
+    check_max_iterations(max_iterations)
+    limit = config.refine.max_iterations if max_iterations is None else max_iterations
     crash_point("refine_start")
     with _session(config, store, "refine") as session:
         result = _iterate(config, store, limit, session, until_converged)
     log_event(log, "refine_stopped", reason=result.stop_reason, iterations_run=len(result.iterations))
     return result
+
+
+def check_max_iterations(max_iterations: int | None) -> None:
+    """Refuse a negative ``--max-iterations`` before anything runs (0 is valid: bootstrap only)."""
+    if max_iterations is not None and max_iterations < 0:
+        raise UsageError(f"--max-iterations {max_iterations} is out of range: it must be 0 (bootstrap only) or more",
+                         hint="pass an iteration number from 0 up, or leave it out to use refine.max_iterations")
 
 
 def _iterate(config: Config, store: Store, limit: int, session: tuple[EnsemblePool, Tracker],
@@ -266,10 +276,14 @@ def _class_offsets(config: Config, store: Store, iteration: int) -> dict[int, fl
 
 
 def _correct_stage(config: Config, store: Store, iteration: int) -> None:
-    """Apply threshold/oscillation/queue decisions chunk by chunk, one transaction each."""
+    """Apply threshold/oscillation/queue decisions chunk by chunk, one transaction each.
+
+    The balance guard runs first, before the stage is even recorded: a stage it stops writes nothing.
+    """
     chunk = resolve_chunk_size(config.store)
-    store.start_stage(iteration, "correct")
     offsets = _class_offsets(config, store, iteration)
+    _balance_guard(config, store, iteration, offsets, chunk)
+    store.start_stage(iteration, "correct")
     with stage_log(log, "correct", iteration=iteration, threshold=config.refine.threshold.at(iteration),
                    class_offsets=offsets) as result:
         changed = 0
@@ -278,11 +292,53 @@ def _correct_stage(config: Config, store: Store, iteration: int) -> None:
             decision = policy.decide(rows, iteration=iteration, refine=config.refine, flip_counts=flips,
                                      offsets=offsets)
             changed += store.apply_decision(decision.changes, decision.freeze, decision.queue,
-                                            iteration=iteration, source="ensemble")
+                                            iteration=iteration, source="ensemble", confident=decision.confident)
             crash_point("correct_chunk")
         result["changed_this_attempt"] = changed
     crash_point("correct_before_finish_stage")
     store.finish_stage(iteration, "correct", {"changed": store.changes_in_iteration(iteration)})
+
+
+def _corrected(store: Store, iteration: int) -> dict[int, int]:
+    """Live ensemble changes of ``iteration`` by new label (changes a rollback undid do not count)."""
+    return {int(k): int(v) for k, v in store.conn.execute(
+        "SELECT new_label, count(*) FROM label_history WHERE iteration=? AND source='ensemble' "
+        "AND undone_by IS NULL GROUP BY new_label", (iteration,)).fetchall()}
+
+
+def _balance_guard(config: Config, store: Store, iteration: int, offsets: dict[int, float], chunk: int) -> None:
+    """Stop a correct stage that would move the train class balance far away from the gold split's.
+
+    Why: a threshold the models clear for almost every row (a valid ``threshold.start`` of 0.55)
+    let one iteration relabel most of the corpus to one class, and the next iteration then blamed
+    the imported data. The stage's changes are counted from the stored predictions with the same
+    policy (nothing is written), plus those an interrupted attempt already wrote, so a resumed
+    stage decides as its first attempt did. ``ConfigError`` (exit 2) names the keys to change.
+    """
+    tolerance = config.refine.max_balance_shift
+    gold = store.label_counts("gold")
+    if tolerance is None or not sum(gold.values()):
+        return
+    moved = Counter(_corrected(store, iteration))
+    now = store.label_counts("train")
+    before = {1: now.get(1, 0) - moved[1] + moved[0], 0: now.get(0, 0) - moved[0] + moved[1]}
+    for rows in store.iter_predictions(iteration, chunk):
+        flips = store.flip_counts(policy.candidates(rows, iteration, config.refine, offsets))
+        stats = policy.decide(rows, iteration=iteration, refine=config.refine, flip_counts=flips,
+                              offsets=offsets).stats
+        moved.update({label: stats[f"corrected_to_{label}"] for label in (0, 1)})
+    shift = policy.balance_shift(before, moved, gold)
+    if shift.away <= tolerance:
+        return
+    raise ConfigError(
+        f"iteration {iteration} would change {moved[1] + moved[0]} of {sum(before.values())} train labels "
+        f"({moved[1]} to 1, {moved[0]} to 0), moving the positive share from {shift.before:.3f} to "
+        f"{shift.after:.3f} against {shift.gold:.3f} on the gold split: {shift.away:.3f} further from gold, "
+        f"beyond refine.max_balance_shift={tolerance}; nothing was written",
+        hint=f"the threshold is too low for these models: raise refine.threshold.start (now "
+             f"{config.refine.threshold.start}); or, if the gold split is not drawn like the train split, raise "
+             f"refine.max_balance_shift or set it to null to disable the guard; then run `sentirefine refine` again",
+    )
 
 
 def _llm_stage(config: Config, store: Store, iteration: int) -> dict[str, Any]:
@@ -320,10 +376,7 @@ def _iteration_metrics(config: Config, store: Store, iteration: int, threshold: 
                        training: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
     """Convergence metrics and refinement statistics of a finished iteration."""
     n_train = store.count("train")
-    corrected = dict(store.conn.execute(
-        "SELECT new_label, count(*) FROM label_history WHERE iteration=? AND source='ensemble' GROUP BY new_label",
-        (iteration,),
-    ).fetchall())
+    corrected = _corrected(store, iteration)
     label_change_rate = store.changes_in_iteration(iteration) / max(1, n_train)
     model_change = {n: t["change_rate"] for n, t in training.items() if t.get("change_rate") is not None}
     previous = [it for it in store.iterations() if it["iteration"] == iteration - 1]

@@ -7,7 +7,12 @@ models were trained on earlier corrections, need more evidence (confirmation-bia
 A row the ensemble already changed ``max_flips`` times and now wants to change again is
 oscillating: it is frozen (kept out of training and of further automatic changes) and queued
 for LLM/human review. Rows whose confidence is below
-``llm_queue_below`` are queued as ``low_confidence``.
+``llm_queue_below`` are queued as ``low_confidence``; a row predicted at or above it is
+``confident``, which closes a low-confidence entry an older iteration left open.
+
+Flip counts come from the live lineage only (``Store.flip_counts``): a change a rollback or
+restore undid is not held against the row. :func:`balance_shift` measures how far a stage's
+changes would move the train class balance from the gold split's (the loop's balance guard).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from sentirefine.config import RefineConfig, ThresholdSchedule
 from sentirefine.store import LabelChange
@@ -26,7 +32,33 @@ class Decision:
     changes: list[LabelChange] = field(default_factory=list)
     freeze: list[int] = field(default_factory=list)
     queue: list[tuple[int, int, str, float]] = field(default_factory=list)
+    confident: list[int] = field(default_factory=list)
     stats: Counter = field(default_factory=Counter)
+
+
+class BalanceShift(NamedTuple):
+    """Train positive share before and after a stage's changes, the gold share, and the move away from it."""
+
+    before: float
+    after: float
+    gold: float
+    away: float
+
+
+def balance_shift(before: Mapping[int, int], moved: Mapping[int, int], gold: Mapping[int, int]) -> BalanceShift:
+    """How much further from the gold positive share the train labels would be after ``moved``.
+
+    ``before``: train label counts before the stage; ``moved``: labels it changes *to* each class.
+    ``away`` = |after - gold| - |before - gold|: negative when the changes move the balance
+    towards gold (class-conditional noise being corrected), so only a move away can trip the
+    guard, and only beyond the distance the labels already had (a crowd that over-uses a label
+    is not a stage's fault).
+    """
+    n = sum(before.values())
+    gold_share = gold.get(1, 0) / max(1, sum(gold.values()))
+    share = before.get(1, 0) / max(1, n)
+    after = (before.get(1, 0) + moved.get(1, 0) - moved.get(0, 0)) / max(1, n)
+    return BalanceShift(share, after, gold_share, abs(after - gold_share) - abs(share - gold_share))
 
 
 def class_offsets(threshold: ThresholdSchedule, train_counts: Mapping[int, int],
@@ -90,6 +122,8 @@ def decide(
         elif conf < refine.llm_queue_below:
             out.queue.append((sid, iteration, "low_confidence", float(conf)))
             out.stats["queued_low_confidence"] += 1
+        if conf >= refine.llm_queue_below:
+            out.confident.append(sid)
     return out
 
 

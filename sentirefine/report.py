@@ -18,7 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sentirefine.atomicfile import atomic_write, check_output_path
 from sentirefine.config import Config
+from sentirefine.errors import UsageError
 from sentirefine.store import Store
 
 AUTO_SOURCES = ("ensemble", "llm")
@@ -40,12 +42,24 @@ def report_path(config: Config) -> Path:
 
 
 def write_report(config: Config, store: Store, out: Path | None = None) -> Path:
-    """Render the report of ``store`` to ``out`` (default WORKSPACE/reports/report.html)."""
-    out = out or report_path(config)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(render_report(config, store), encoding="utf-8")
-    tmp.replace(out)  # a reader never sees half a report
+    """Render the report of ``store`` to ``out`` (default WORKSPACE/reports/report.html).
+
+    A given ``out`` must name a file in an existing directory, checked before the rendering
+    work (a typo'd directory is the user's to fix, not ours to create); the default's
+    directory is ours and is created. Written with :func:`atomic_write`: a reader never sees
+    half a report, and a symlink at ``out`` is replaced, never written through.
+    """
+    if out is None:
+        out = report_path(config)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create the report directory {out.parent}: {exc.strerror or exc}",
+                             hint="check the workspace is writable, or pass --output FILE") from exc
+    check_output_path(out, "report")
+    page = render_report(config, store)
+    with atomic_write(out, what="report") as handle:
+        handle.write(page)
     return out
 
 
@@ -140,7 +154,8 @@ def _confident_corrections(store: Store, limit: int) -> str:
     marks = ",".join("?" * len(AUTO_SOURCES))
     rows = store.conn.execute(
         "SELECT h.iteration, s.id, s.text, h.old_label, h.new_label, h.confidence, h.source FROM label_history h "
-        f"JOIN sentences s ON s.sid = h.sid WHERE h.source IN ({marks}) ORDER BY h.confidence DESC, h.hid LIMIT ?",
+        f"JOIN sentences s ON s.sid = h.sid WHERE h.source IN ({marks}) AND h.undone_by IS NULL "
+        "ORDER BY h.confidence DESC, h.hid LIMIT ?",
         (*AUTO_SOURCES, limit),
     ).fetchall()
     if not rows:
@@ -156,7 +171,7 @@ def _frozen_rows(store: Store, limit: int) -> str:
         return _note("no frozen or oscillating rows")
     rows = store.conn.execute(
         "SELECT s.id, s.text, s.original_label, s.current_label, s.label_source, "
-        "(SELECT count(*) FROM label_history h WHERE h.sid = s.sid AND h.source = 'ensemble'), "
+        "(SELECT count(*) FROM label_history h WHERE h.sid = s.sid AND h.source = 'ensemble' AND h.undone_by IS NULL), "
         "q.reason, q.status FROM sentences s LEFT JOIN review_queue q ON q.sid = s.sid "
         "WHERE s.frozen = 1 OR q.reason = 'oscillation' ORDER BY s.sid LIMIT ?", (limit,)).fetchall()
     body = [[id_, _Text(text), orig, cur, src, flips, reason or "-", status or "-"]
@@ -226,7 +241,8 @@ def _line_plot(x: Sequence[int], series: dict[str, list[Any]], ylabel: str,
 def _source_bars(store: Store, x: Sequence[int]) -> bytes:
     counts: dict[str, dict[int, int]] = {}
     for it, src, n in store.conn.execute("SELECT iteration, source, count(*) FROM label_history "
-                                         "WHERE source IN ('ensemble', 'llm', 'human') GROUP BY 1, 2"):
+                                         "WHERE source IN ('ensemble', 'llm', 'human') AND undone_by IS NULL "
+                                         "GROUP BY 1, 2"):
         counts.setdefault(src, {})[it] = n
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 3.2))

@@ -13,6 +13,11 @@ Design decisions:
   carries the old label it expects, so replaying a half-finished stage is a no-op for the
   rows that already changed (this is what makes a crash resumable).
 * WAL mode lets readers (``status``, the MLflow UI) run while the loop writes.
+* A rollback or a restore is one transaction (labels, history and bookkeeping together): a kill
+  at any point leaves the state before it, and the same command run again does all of it. It is
+  recorded in ``operations``, and the history rows it undoes get ``undone_by`` = its id: they
+  stay for audit, but the *live lineage* (``undone_by IS NULL``) alone feeds flip counts, change
+  rates and freezes, so a re-run iteration is not charged for the changes it replaces.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +35,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from sentirefine.errors import StoreError
+from sentirefine.faults import crash_point
 from sentirefine.sqlbatch import select_in
 
 log = logging.getLogger(__name__)
@@ -37,7 +43,7 @@ log = logging.getLogger(__name__)
 # Waits between attempts to take the write lock: short first (a reader's checkpoint), then longer.
 _BUSY_BACKOFF_S = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 LABELS = (0, 1)
 SOURCES = ("original", "ensemble", "llm", "human", "restore", "rollback")
 AUTOMATIC_SOURCES = ("ensemble", "llm")
@@ -125,6 +131,22 @@ CREATE TABLE review_queue (
 CREATE INDEX review_queue_status ON review_queue(status, sid);
 """
 
+# Version 1 -> 2, applied to a new store too (so a migrated store and a new one are the same):
+# the live lineage (``undone_by``), the operations log, and queue entries closed by a later
+# confident prediction (recorded: status 'done', ``closed_reason`` 'confident', the iteration).
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "CREATE TABLE operations (op_id INTEGER PRIMARY KEY, command TEXT NOT NULL, args TEXT NOT NULL, "
+        "created_at TEXT NOT NULL, info TEXT NOT NULL DEFAULT '{}')",
+        "ALTER TABLE label_history ADD COLUMN undone_by INTEGER",
+        "ALTER TABLE review_queue ADD COLUMN closed_iteration INTEGER",
+        "ALTER TABLE review_queue ADD COLUMN closed_reason TEXT",
+    ),
+}
+# History rows tagged iteration K but written after iteration K finished (a person's review, a
+# snapshot restore): not part of "the labels after iteration K" (= the data-iter-K snapshot).
+_AFTER_FINISH_SOURCES = ("human", "restore")
+
 
 # Applies the pending label changes in one set-based statement: no row crosses into Python and
 # back (2-3x the rows/s of executemany's per-row UPDATEs). Driven by the IN list, it visits only
@@ -155,6 +177,14 @@ class LabelChange(NamedTuple):
     old_label: int
     new_label: int
     confidence: float | None
+
+
+class RollbackResult(NamedTuple):
+    """What a rollback did: labels it changed, human labels it kept, history rows it marked undone."""
+
+    changed: int
+    kept_human: int
+    undone: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,17 +245,44 @@ class Store:
             with self.transaction():
                 self._create_schema()
             return
-        row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        version = int(row[0]) if row else None
-        if version != SCHEMA_VERSION:
+        version = self._schema_version()
+        if version is not None and version < SCHEMA_VERSION and version in _MIGRATIONS:
+            self._migrate(version)
+        elif version != SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path} has schema version {version}, this sentirefine expects {SCHEMA_VERSION}",
                 hint="use the sentirefine release that created it, or re-import into a new workspace",
             )
 
+    def _schema_version(self) -> int | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        return int(row[0]) if row else None
+
+    def _migrate(self, version: int) -> None:
+        """Bring an older store up to :data:`SCHEMA_VERSION` in place, in one transaction.
+
+        Why one transaction: SQLite DDL is transactional, so a kill mid-migration leaves the old
+        version intact and the next open migrates again; a second process that migrated first is
+        seen under the write lock (the version is read again) and nothing is done twice.
+        """
+        with self.transaction() as conn:
+            found = self._schema_version()
+            if found == SCHEMA_VERSION:
+                return
+            for step in range(found or version, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[step]:
+                    conn.execute(statement)
+            crash_point("migrate_before_commit")
+            conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+        log.info("store migrated", extra={"event": "store_migrated", "path": str(self.path),
+                                          "from_version": version, "to_version": SCHEMA_VERSION})
+
     def _create_schema(self) -> None:
         for statement in _split_sql(_SCHEMA):
             self.conn.execute(statement)
+        for step in range(1, SCHEMA_VERSION):
+            for statement in _MIGRATIONS[step]:
+                self.conn.execute(statement)
         self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         self.conn.execute("INSERT INTO meta VALUES ('created_at', ?)", (utcnow(),))
 
@@ -339,19 +396,34 @@ class Store:
 
     def apply_decision(self, changes: Sequence[LabelChange], freeze: Sequence[int] = (),
                        queue: Sequence[tuple[int, int, str, float | None]] = (), *, iteration: int, source: str,
-                       resolved: Sequence[int] = ()) -> int:
+                       resolved: Sequence[int] = (), confident: Sequence[int] = ()) -> int:
         """One decision in one transaction; returns rows changed. Idempotent like :meth:`apply_labels`.
 
-        The ensemble's (label changes, freezes, new review-queue entries) or a reviewer's (LLM's,
-        human's: label changes and the queue entries they settle, ``resolved``): a crash leaves
-        either all of it or none.
+        The ensemble's (label changes, freezes, new review-queue entries, and the rows it is now
+        ``confident`` about) or a reviewer's (LLM's, human's: label changes and the queue entries
+        they settle, ``resolved``): a crash leaves either all of it or none.
         """
         with self.transaction() as conn:
             changed = self._apply_labels(conn, changes, iteration=iteration, source=source) if changes else 0
             conn.executemany("UPDATE sentences SET frozen=1 WHERE sid=?", [(s,) for s in freeze])
             self._enqueue(conn, queue)
             conn.executemany("UPDATE review_queue SET status='done' WHERE sid=?", [(s,) for s in resolved])
+            self._close_stale(conn, confident, iteration)
             return changed
+
+    @staticmethod
+    def _close_stale(conn: sqlite3.Connection, confident: Sequence[int], iteration: int) -> None:
+        """Close the open low-confidence entries of older iterations whose row is now predicted confidently.
+
+        Why: such an entry asked a person (or the LLM) about a doubt the models no longer have; left
+        open it would be exported for review forever. Closed, not deleted: status 'done' with
+        ``closed_reason='confident'`` and the iteration that closed it (a rollback past that
+        iteration opens it again; a later low-confidence prediction re-raises it).
+        """
+        conn.executemany(
+            "UPDATE review_queue SET status='done', closed_iteration=?, closed_reason='confident' "
+            "WHERE sid=? AND status='open' AND reason='low_confidence' AND iteration < ?",
+            [(iteration, sid, iteration) for sid in confident])
 
     @staticmethod
     def _apply_labels(conn: sqlite3.Connection, changes: Sequence[LabelChange], *, iteration: int,
@@ -385,8 +457,12 @@ class Store:
         return cur.rowcount
 
     def flip_counts(self, sids: Sequence[int], source: str = "ensemble") -> dict[int, int]:
-        """How many times each row was changed by ``source`` (oscillation detection)."""
-        rows = select_in(self.conn, "SELECT sid, count(*) FROM label_history WHERE source=? "
+        """How many times each row was changed by ``source`` in its live lineage (oscillation detection).
+
+        Changes a rollback or restore undid do not count: the iteration that replaces them would
+        otherwise see every row it corrects again as oscillating.
+        """
+        rows = select_in(self.conn, "SELECT sid, count(*) FROM label_history WHERE source=? AND undone_by IS NULL "
                                     "AND sid IN ({marks}) GROUP BY sid", sids, params=(source,))
         return {int(s): int(n) for s, n in rows}
 
@@ -396,7 +472,8 @@ class Store:
             conn.executemany(
                 "INSERT INTO review_queue (sid, iteration, reason, confidence) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(sid) DO UPDATE SET iteration=excluded.iteration, reason=excluded.reason, "
-                "confidence=excluded.confidence WHERE review_queue.status='open'",
+                "confidence=excluded.confidence, status='open', closed_iteration=NULL, closed_reason=NULL "
+                "WHERE review_queue.status='open' OR review_queue.closed_reason='confident'",
                 items,
             )
 
@@ -519,8 +596,10 @@ class Store:
 
     # -- audit, measurement and rollback ----------------------------------------------------------
     def changes_in_iteration(self, iteration: int) -> int:
+        """Rows whose label ``iteration`` changed, in the live lineage (undone changes do not count)."""
         return self.conn.execute(
-            "SELECT count(DISTINCT sid) FROM label_history WHERE iteration=? AND source != 'rollback'", (iteration,)
+            "SELECT count(DISTINCT sid) FROM label_history WHERE iteration=? AND source != 'rollback' "
+            "AND undone_by IS NULL", (iteration,)
         ).fetchone()[0]
 
     def reference_accuracy(self) -> float | None:
@@ -531,55 +610,156 @@ class Store:
         ).fetchone()
         return float(row[0]) if row[1] else None
 
-    def labels_after(self, iteration: int, chunk_size: int = 50_000) -> Iterator[list[tuple[int, int, int]]]:
-        """(sid, current_label, label_after_iteration) for train rows, chunk by chunk."""
+    def labels_after(self, iteration: int, chunk_size: int = 50_000, *,
+                     keep_human: bool = False) -> Iterator[list[tuple[int, int, int]]]:
+        """(sid, current_label, label_after_iteration) for train rows, chunk by chunk.
+
+        The label after K is the new label of the row's latest *live* history row of an earlier
+        iteration, or of iteration K itself unless it was written after K finished (a person's
+        review, a restore), else ``original_label``: the labels the data-iter-K snapshot holds.
+        ``keep_human`` leaves out the rows whose label a person set.
+        """
+        human = " AND s.label_source != 'human'" if keep_human else ""
         last = 0
         while True:
             rows = self.conn.execute(
-                """
+                f"""
                 SELECT s.sid, s.current_label, COALESCE(
-                    (SELECT h.new_label FROM label_history h WHERE h.sid = s.sid AND h.iteration <= ?
+                    (SELECT h.new_label FROM label_history h WHERE h.sid = s.sid AND h.undone_by IS NULL
+                     AND (h.iteration < ? OR (h.iteration = ? AND h.source NOT IN {_AFTER_FINISH_SOURCES}))
                      ORDER BY h.hid DESC LIMIT 1), s.original_label)
-                FROM sentences s WHERE s.split='train' AND s.sid > ? ORDER BY s.sid LIMIT ?
+                FROM sentences s WHERE s.split='train'{human} AND s.sid > ? ORDER BY s.sid LIMIT ?
                 """,
-                (iteration, last, chunk_size),
+                (iteration, iteration, last, chunk_size),
             ).fetchall()
             if not rows:
                 return
             yield rows
             last = rows[-1][0]
 
-    def rollback(self, to_iteration: int, chunk_size: int = 50_000) -> int:
-        """Restore every train label to its value after ``to_iteration``; returns rows changed.
+    def rollback(self, to_iteration: int, chunk_size: int = 50_000, *, undo_human: bool = False) -> RollbackResult:
+        """Restore every train label to its value after ``to_iteration`` (:meth:`labels_after`).
 
-        The restore is itself recorded in history (source ``rollback``, iteration = target), and
-        the bookkeeping of later iterations is removed so the loop continues from there: rows
-        frozen by a later iteration are unfrozen, and review entries of the target or earlier that
-        a later LLM or human label settled are open again (that label was just undone).
+        One transaction for the label writes and the bookkeeping: a kill at any point (crash points
+        ``rollback_chunk`` after each chunk, ``rollback_before_commit``) leaves the state before the
+        rollback, and the same command run again does all of it; chunks only bound what Python
+        holds. Recorded in history (source ``rollback``, iteration = target) and in ``operations``;
+        the live history rows it replaces are marked undone. Rows a person labelled keep their label
+        unless ``undo_human``: a person's label is final, and a rollback of the models' work must
+        not silently discard it (the number kept is returned so that the CLI says so).
         """
-        changed = 0
-        for rows in self.labels_after(to_iteration, chunk_size):
-            changes = [LabelChange(sid, cur, target, None) for sid, cur, target in rows if cur != target]
-            changed += self.apply_labels(changes, iteration=to_iteration, source="rollback")
+        if to_iteration < 0:
+            raise ValueError(f"to_iteration must be 0 or more, got {to_iteration}")
         with self.transaction() as conn:
-            # A frozen row's oscillation entry carries the iteration that froze it (the policy
-            # never re-raises a frozen row), so it dates the freeze.
-            conn.execute("UPDATE sentences SET frozen=0 WHERE sid IN (SELECT sid FROM review_queue "
-                         "WHERE iteration > ? AND reason='oscillation' AND status='open')", (to_iteration,))
-            conn.execute("UPDATE review_queue SET status='open' WHERE iteration <= ? AND status='done' AND sid IN "
-                         "(SELECT sid FROM label_history WHERE iteration > ? AND source IN ('llm', 'human'))",
-                         (to_iteration, to_iteration))
-            # Review entries raised later did not exist at the target: the re-run raises them again.
-            for table in ("stages", "predictions", "iterations", "review_queue"):
-                conn.execute(f"DELETE FROM {table} WHERE iteration > ?", (to_iteration,))
+            op = self._record_operation(conn, "rollback", {"to_iteration": to_iteration, "undo_human": undo_human})
+            kept = 0 if undo_human else self._human_labels_since(conn, to_iteration)
+            changed = 0
+            for rows in self.labels_after(to_iteration, chunk_size, keep_human=not undo_human):
+                changes = [LabelChange(sid, cur, target, None) for sid, cur, target in rows if cur != target]
+                if changes:
+                    changed += self._apply_labels(conn, changes, iteration=to_iteration, source="rollback")
+                crash_point("rollback_chunk")
+            human = "" if undo_human else " AND sid NOT IN (SELECT sid FROM sentences WHERE label_source = 'human')"
+            undone = conn.execute(
+                "UPDATE label_history SET undone_by = ? WHERE undone_by IS NULL AND (iteration > ? OR "
+                f"(iteration = ? AND source IN {_AFTER_FINISH_SOURCES})){human}",
+                (op, to_iteration, to_iteration)).rowcount
+            self._drop_later(conn, to_iteration, op)
+            result = RollbackResult(changed, kept, undone)
+            conn.execute("UPDATE operations SET info=? WHERE op_id=?", (json.dumps(result._asdict()), op))
+            crash_point("rollback_before_commit")
+        return result
+
+    @staticmethod
+    def _human_labels_since(conn: sqlite3.Connection, iteration: int) -> int:
+        """Train rows holding a person's label imported after ``iteration`` finished (a rollback keeps them)."""
+        return conn.execute(
+            "SELECT count(*) FROM sentences s WHERE s.split = 'train' AND s.label_source = 'human' AND EXISTS "
+            "(SELECT 1 FROM label_history h WHERE h.sid = s.sid AND h.source = 'human' AND h.undone_by IS NULL "
+            "AND h.iteration >= ?)", (iteration,)).fetchone()[0]
+
+    @staticmethod
+    def _drop_later(conn: sqlite3.Connection, to_iteration: int, op: int) -> None:
+        """Remove later iterations' bookkeeping so the loop continues from ``to_iteration``.
+
+        Rows frozen by a later iteration are unfrozen (a frozen row's oscillation entry carries the
+        iteration that froze it: the policy never re-raises a frozen row); review entries of the
+        target or earlier that a label this rollback undid had settled, or that a later confident
+        prediction closed, are open again; entries raised later did not exist at the target (the
+        re-run raises them again).
+        """
+        conn.execute("UPDATE sentences SET frozen=0 WHERE sid IN (SELECT sid FROM review_queue "
+                     "WHERE iteration > ? AND reason='oscillation' AND status='open')", (to_iteration,))
+        conn.execute("UPDATE review_queue SET status='open' WHERE iteration <= ? AND status='done' AND sid IN "
+                     "(SELECT sid FROM label_history WHERE undone_by = ? AND source IN ('llm', 'human'))",
+                     (to_iteration, op))
+        conn.execute("UPDATE review_queue SET status='open', closed_iteration=NULL, closed_reason=NULL "
+                     "WHERE closed_reason = 'confident' AND closed_iteration > ?", (to_iteration,))
+        for table in ("stages", "predictions", "iterations", "review_queue"):
+            conn.execute(f"DELETE FROM {table} WHERE iteration > ?", (to_iteration,))
+
+    def restore_labels(self, wanted: Mapping[str, int], *, iteration: int, rev: str,
+                       chunk_size: int = 50_000) -> int:
+        """Set the train labels to ``wanted`` (external id -> label); returns rows changed.
+
+        One transaction, like :meth:`rollback` (crash points ``restore_chunk`` after each chunk,
+        ``restore_before_commit``). Recorded in history (source ``restore``, at ``iteration``) and in
+        ``operations``. For each row it changes, the live history rows since the row last held the
+        wanted label are marked undone: the restore reverses them, so they no longer count as flips.
+        """
+        with self.transaction() as conn:
+            op = self._record_operation(conn, "restore", {"rev": rev, "iteration": iteration})
+            changed = 0
+            for rows in self.iter_chunks("train", chunk_size):
+                changes = [LabelChange(r.sid, r.current_label, int(wanted[r.id]), None)
+                           for r in rows if r.id in wanted and int(wanted[r.id]) != r.current_label]
+                if changes:
+                    self._undo_since_label(conn, op, changes)
+                    changed += self._apply_labels(conn, changes, iteration=iteration, source="restore")
+                crash_point("restore_chunk")
+            conn.execute("UPDATE operations SET info=? WHERE op_id=?", (json.dumps({"changed": changed}), op))
+            crash_point("restore_before_commit")
         return changed
 
-    def history_is_consistent(self) -> bool:
-        """Replaying history from original_label reproduces every current_label."""
+    @staticmethod
+    def _undo_since_label(conn: sqlite3.Connection, op: int, changes: Sequence[LabelChange]) -> None:
+        """Mark undone, per changed row, its live history rows after it last held the new label."""
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS _undo (sid INTEGER PRIMARY KEY, label INTEGER)")
+        conn.execute("DELETE FROM _undo")
+        conn.executemany("INSERT INTO _undo VALUES (?, ?)", [(c.sid, c.new_label) for c in changes])
+        conn.execute(
+            "UPDATE label_history SET undone_by = ? WHERE undone_by IS NULL AND sid IN (SELECT sid FROM _undo) "
+            "AND hid > COALESCE((SELECT max(h.hid) FROM label_history h WHERE h.sid = label_history.sid "
+            "AND h.undone_by IS NULL AND h.new_label = (SELECT u.label FROM _undo u WHERE u.sid = h.sid)), 0)",
+            (op,))
+
+    @staticmethod
+    def _record_operation(conn: sqlite3.Connection, command: str, args: dict[str, Any]) -> int:
+        """An ``operations`` row for a rollback/restore (in its transaction); its id marks what it undoes."""
+        cur = conn.execute("INSERT INTO operations (command, args, created_at) VALUES (?, ?, ?)",
+                           (command, json.dumps(args), utcnow()))
+        return int(cur.lastrowid)
+
+    def last_operation(self) -> dict[str, Any] | None:
+        """The latest rollback/restore (committed ones only: each is a single transaction)."""
+        row = self.conn.execute("SELECT op_id, command, args, created_at, info FROM operations "
+                                "ORDER BY op_id DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        return {"op_id": row[0], "command": row[1], "args": json.loads(row[2]), "created_at": row[3],
+                "info": json.loads(row[4])}
+
+    def last_finished_iteration(self) -> int | None:
+        row = self.conn.execute("SELECT max(iteration) FROM iterations WHERE finished_at IS NOT NULL").fetchone()
+        return row[0]
+
+    def history_is_consistent(self, *, live: bool = False) -> bool:
+        """Replaying history (``live``: only its live lineage) from original_label reproduces every current_label."""
+        only_live = " AND h.undone_by IS NULL" if live else ""
         bad = self.conn.execute(
-            """
+            f"""
             SELECT count(*) FROM sentences s WHERE s.current_label != COALESCE(
-              (SELECT h.new_label FROM label_history h WHERE h.sid = s.sid ORDER BY h.hid DESC LIMIT 1),
+              (SELECT h.new_label FROM label_history h WHERE h.sid = s.sid{only_live} ORDER BY h.hid DESC LIMIT 1),
               s.original_label)
             """
         ).fetchone()[0]

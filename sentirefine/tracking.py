@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from sentirefine.config import Config
+from sentirefine.csvguard import guard_cell
 from sentirefine.faults import crash_point
 from sentirefine.logs import log_event
 from sentirefine.store import Store
@@ -378,11 +379,11 @@ def _confusion_png(matrix: list[list[int]], path: Path, title: str) -> None:
 def _corrected_sample(store: Store, iteration: int, limit: int, path: Path) -> None:
     rows = store.conn.execute(
         "SELECT s.id, s.text, h.old_label, h.new_label, h.confidence, h.source FROM label_history h "
-        "JOIN sentences s ON s.sid = h.sid WHERE h.iteration = ? AND h.source != 'rollback' "
+        "JOIN sentences s ON s.sid = h.sid WHERE h.iteration = ? AND h.source != 'rollback' AND h.undone_by IS NULL "
         "ORDER BY h.confidence DESC LIMIT ?",
         (iteration, limit),
     ).fetchall()
     with open(path, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["id", "text", "old_label", "new_label", "confidence", "source"])
-        writer.writerows(rows)
+        writer.writerows((guard_cell(id_), guard_cell(text), *rest) for id_, text, *rest in rows)  # opened in sheets

@@ -22,10 +22,15 @@ from sentirefine.store import Store
 
 @contextmanager
 def locked(config: Config) -> Iterator[None]:
-    """Hold the workspace's writer lock for the duration of the block."""
-    config.workspace.mkdir(parents=True, exist_ok=True)
-    lock_path = config.workspace / ".sentirefine.lock"
-    owner_path = config.workspace / ".sentirefine.owner"
+    """Hold the workspace's writer lock for the duration of the block.
+
+    The paths are made absolute once, here: the snapshot runs DVC with the cwd moved into the
+    workspace, and a relative workspace must still name the same lock and owner files at release.
+    """
+    ws = config.workspace.resolve()
+    ws.mkdir(parents=True, exist_ok=True)
+    lock_path = ws / ".sentirefine.lock"
+    owner_path = ws / ".sentirefine.owner"
     lock = FileLock(str(lock_path), timeout=0)
     try:
         lock.acquire()

@@ -72,12 +72,20 @@ class Prompt:
 
 def relabel_prompt(version: str, path: Path | None = None) -> Prompt:
     """The relabelling prompt: a custom file (versioned by hash) or a built-in version."""
-    if path is not None:
-        text = Path(path).read_text(encoding="utf-8")
+    from sentirefine.errors import ConfigError, InputDataError
+
+    if path is not None:  # a user's file: read like every other (BOM dropped, other encodings named)
+        from sentirefine.userfile import read_text
+
+        try:
+            text = read_text(Path(path), "LLM prompt file (llm.prompt_path)")
+        except InputDataError as exc:
+            raise ConfigError(exc.message, hint=f"{exc.hint}; or fix llm.prompt_path") from exc
+        if not text.strip():  # an empty system prompt would send the reviews with no instruction at all
+            raise ConfigError(f"LLM prompt file {path} is empty", hint="write the prompt into it, or unset "
+                              "llm.prompt_path to use the built-in prompt")
         return Prompt(f"custom-{hashlib.sha256(text.encode()).hexdigest()[:12]}", text)
     if version not in BUILTIN:
-        from sentirefine.errors import ConfigError
-
         raise ConfigError(f"unknown llm.prompt_version {version!r}", hint=f"use one of {sorted(BUILTIN)} "
                           "or set llm.prompt_path to a custom prompt file")
     return Prompt(version, BUILTIN[version])

@@ -82,13 +82,18 @@ def fit_calibration(scores: np.ndarray, labels: np.ndarray) -> tuple[float, floa
 
 
 def read_seeds(path: Path) -> list[tuple[str, float]]:
-    """Parse a ``word<TAB>score`` file; blank lines and ``#`` comments are skipped."""
+    """Parse a ``word<TAB>score`` file; blank lines and ``#`` comments are skipped.
+
+    Read through :func:`userfile.read_text` like every file a user hands us: a BOM (which would
+    glue itself to the first word), gzip, a cp949 file or a directory all give a clear error.
+    """
+    from sentirefine.errors import InputDataError
+    from sentirefine.userfile import read_text
+
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ModelLoadError(
-            f"seed lexicon not readable: {path}: {exc}", hint="fix models.lexicon.seed_path"
-        ) from exc
+        lines = read_text(path, "seed lexicon (models.lexicon.seed_path)").splitlines()
+    except InputDataError as exc:
+        raise ModelLoadError(exc.message, hint=f"{exc.hint}; or fix models.lexicon.seed_path") from exc
     seeds = []
     for number, line in enumerate(lines, start=1):
         if not line.strip() or line.lstrip().startswith("#"):

@@ -79,3 +79,21 @@ def test_unknown_tag_and_missing_repo_are_clear_errors(workspace, tmp_path):
     assert "data-iter-001" in info.value.hint
     with pytest.raises(VersioningError, match="not a git \\+ DVC workspace"):
         read_snapshot(load_config(overrides={"workspace": str(tmp_path / "nowhere")}), "data-iter-001")
+
+
+def test_a_tag_made_before_a_rollback_is_superseded_when_the_rerun_differs(workspace):
+    """Re-running iteration 1 after a rollback with other results must not leave its tag on the old labels."""
+    config, store = workspace
+    snapshot(config, store, 0, 100)
+    _flip(store, [1, 2], 1)
+    first = snapshot(config, store, 1, 100)
+    assert not first.get("reused")
+    assert snapshot(config, store, 1, 100)["reused"]  # same labels (a crash-resumed stage): the tag is reused
+    store.rollback(0)
+    _flip(store, [3], 1)  # the re-run of iteration 1 corrects another row
+    again = snapshot(config, store, 1, 100)
+    assert not again.get("reused")
+    assert dict(zip(*(read_snapshot(config, "data-iter-001")[c] for c in ("id", "current_label")), strict=True)) \
+        == _labels(store)
+    old = read_snapshot(config, "data-iter-001-superseded-1")
+    assert int(old.loc[old["id"] == "r0", "current_label"].iloc[0]) == 1  # sid 1 = r0, flipped in the first run

@@ -10,7 +10,6 @@ Disk full during a snapshot is in tests/faults/test_disk_full.py (it needs DVC).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from store_checks import store_digest
 from typer.testing import CliRunner
 
 from sentirefine.cli import app
@@ -49,15 +49,7 @@ def invoke(config: Path, workspace: Path, *args: str):
 
 def digest(workspace: Path, tables: tuple[str, ...] = DATA_TABLES + BOOKKEEPING) -> str:
     """The store's content, independent of WAL/checkpoint state of the file."""
-    conn = sqlite3.connect(f"file:{workspace / 'sentences.db'}?mode=ro", uri=True)
-    try:
-        h = hashlib.sha256()
-        for table in tables:
-            for row in conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2"):
-                h.update(repr(row).encode())
-        return h.hexdigest()
-    finally:
-        conn.close()
+    return store_digest(workspace, tables)
 
 
 @pytest.fixture(scope="module")

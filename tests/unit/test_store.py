@@ -123,7 +123,7 @@ def test_rollback_restores_labels_after_iteration(store):
     flip(sids[2:], 2)
     store.apply_decision([], [], [(sids[0], 1, "low_confidence", 0.5), (sids[1], 2, "low_confidence", 0.5)],
                          iteration=2, source="ensemble")
-    assert store.rollback(1) == 4  # sids[2:] changed in iteration 2
+    assert store.rollback(1).changed == 4  # sids[2:] changed in iteration 2
     assert store.open_review_count() == {"low_confidence": 1}  # the entry raised in iteration 2 is gone
     assert dict(store.conn.execute("SELECT sid, current_label FROM sentences")) == after_1
     store.rollback(0)
