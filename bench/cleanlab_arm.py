@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from sentirefine.config import Config
-from sentirefine.crossfit import out_of_fold
-from sentirefine.ensemble import apply_temperature, combine
-from sentirefine.sqlbatch import select_in
-from sentirefine.store import LabelChange, Store
+from sentirefine.data.sqlbatch import select_in
+from sentirefine.data.store import LabelChange, Store
+from sentirefine.ensemble.combine import apply_temperature, combine
+from sentirefine.ensemble.crossfit import out_of_fold
 
 
 def find_issues(config: Config, store: Store, evaluation: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Benchmark inputs: fixed-seed subsets of NSMC (or of the bundled demo files) written as TSV.
 
-Why files: every arm imports through ``sentirefine.ingest`` exactly as a user would, so the
+Why files: every arm imports through ``sentirefine.data.ingest`` exactly as a user would, so the
 subset is materialised once per run and each arm's fresh workspace imports the same bytes.
 """
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from sentirefine.store import Store
+from sentirefine.data.store import Store
 
 
 def _ratio(a: int, b: int) -> float | None:

@@ -23,9 +23,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from llm_stub import GeminiStub  # noqa: E402
 
 from sentirefine.config import Config  # noqa: E402
-from sentirefine.llm.ratelimit import window_fill  # noqa: E402
-from sentirefine.llm.relabel import relabel_stage  # noqa: E402
-from sentirefine.store import Store  # noqa: E402
+from sentirefine.data.store import Store  # noqa: E402
+from sentirefine.integrations.llm.ratelimit import window_fill  # noqa: E402
+from sentirefine.integrations.llm.relabel import relabel_stage  # noqa: E402
 
 
 def _store(path: Path, rows: int) -> Store:

@@ -29,12 +29,12 @@ import numpy as np
 
 from bench import data, machine, render
 from sentirefine.config import BertConfig, BiLSTMConfig, Config, load_config
-from sentirefine.ingest import import_file
+from sentirefine.data.ingest import import_file
+from sentirefine.data.store import Store
 from sentirefine.models.base import SentimentModel
 from sentirefine.models.bert import BertModel
 from sentirefine.models.rnn import RNNModel
-from sentirefine.pretrain import output_dir, pretrain, work_dir
-from sentirefine.store import Store
+from sentirefine.pretrain.run import output_dir, pretrain, work_dir
 
 SCRATCH = data.REPO / "bench" / ".scratch" / "pretrain_choice"
 # MiniLM "as shipped": fine-tuned the way a BERT-base-like checkpoint is (the library's defaults

@@ -3,7 +3,7 @@
 One run = one noise kind at one size: the shared noisy bootstrap (members fitted on the noisy
 labels, evaluated on gold) is the ``none`` arm and the starting point of every loop arm and of
 cleanlab's ensemble weights; ``clean`` refits on the true labels; ``cleanlab_*`` refit after
-cleanlab's flags are applied; loop arms run ``sentirefine.loop.refine`` with their overrides.
+cleanlab's flags are applied; loop arms run ``sentirefine.pipeline.loop.refine`` with their overrides.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from bench import cleanlab_arm, effective, machine
 from bench.arms import Arm
 from bench.detection import label_scores
 from bench.workspaces import Setup, clone, create
-from sentirefine import loop
-from sentirefine.workspace import locked, open_store
+from sentirefine.data.workspace import locked, open_store
+from sentirefine.pipeline import loop
 
 BOOTSTRAP = "_bootstrap"
 

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from sentirefine.config import Config
-from sentirefine.ensemble import EnsemblePool
-from sentirefine.store import LabelChange, Store
-from sentirefine.train import train_members
-from sentirefine.versioning import export_parquet
-from sentirefine.workspace import iteration_dir, locked, open_store
+from sentirefine.data.store import LabelChange, Store
+from sentirefine.data.workspace import iteration_dir, locked, open_store
+from sentirefine.ensemble.combine import EnsemblePool
+from sentirefine.integrations.versioning import export_parquet
+from sentirefine.pipeline.train import train_members
 
 
 def _rate(rows: int, seconds: float) -> float:

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from sentirefine.config import Config, load_config
-from sentirefine.ingest import import_file
-from sentirefine.workspace import locked, open_store
+from sentirefine.data.ingest import import_file
+from sentirefine.data.workspace import locked, open_store
 
 
 def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -68,7 +68,7 @@ def shared_pretrained(setup: Setup, folder: Path) -> Path | None:
     measures what the default gives without paying the budget once per arm. Reused when present.
     Returns None when the config does not use a workspace-pretrained BERT.
     """
-    from sentirefine.pretrain import output_dir, pretrain
+    from sentirefine.pretrain.run import output_dir, pretrain
 
     cfg = load_config(setup.config_file, {**setup.overrides, "workspace": str(folder)})
     if cfg.models.bert.checkpoint != "pretrained" or "bert" not in cfg.models.order:

@@ -106,8 +106,8 @@ def _log_failure(exc: SentirefineError) -> None:
 @_friendly
 def init() -> None:
     """Create the workspace: SQLite store, git repository with DVC (analytics off), remote."""
-    from sentirefine.versioning import ensure_repo, remote_dir
-    from sentirefine.workspace import locked, open_store
+    from sentirefine.data.workspace import locked, open_store
+    from sentirefine.integrations.versioning import ensure_repo, remote_dir
 
     cfg = _config()
     with locked(cfg), open_store(cfg, create=True):
@@ -145,8 +145,8 @@ def import_cmd(
 ) -> None:
     """Import labelled rows into the workspace store, validating every row."""
     _check_share("--inject-noise", inject_noise)
-    from sentirefine.ingest import ImportJob, import_files
-    from sentirefine.workspace import locked, open_store
+    from sentirefine.data.ingest import ImportJob, import_files
+    from sentirefine.data.workspace import locked, open_store
 
     cfg = _config()
     jobs = [ImportJob(path, "train", inject_noise, noise_seed)] + ([ImportJob(gold, "gold")] if gold else [])
@@ -165,9 +165,9 @@ def import_cmd(
 @_friendly
 def bootstrap() -> None:
     """Train the four baseline members on the current labels and evaluate them on gold."""
-    from sentirefine.loop import bootstrap as run_bootstrap
-    from sentirefine.summary import iterations_table
-    from sentirefine.workspace import locked, open_store
+    from sentirefine.data.workspace import locked, open_store
+    from sentirefine.pipeline.loop import bootstrap as run_bootstrap
+    from sentirefine.reporting.summary import iterations_table
 
     cfg = _config()
     _ensure_pretrained(cfg)
@@ -204,9 +204,9 @@ def _ensure_pretrained(cfg: Config) -> None:
     """
     if cfg.models.bert.checkpoint != "pretrained" or "bert" not in cfg.models.order:
         return
-    from sentirefine.pretrain import output_dir
-    from sentirefine.train import check_trainable
-    from sentirefine.workspace import open_store
+    from sentirefine.data.workspace import open_store
+    from sentirefine.pipeline.train import check_trainable
+    from sentirefine.pretrain.run import output_dir
 
     if (output_dir(cfg) / "config.json").is_file():
         return
@@ -222,9 +222,9 @@ def _ensure_pretrained(cfg: Config) -> None:
 
 
 def _run_pretrain(cfg: Config, source: Path | None, extra: list[Path], fresh: bool) -> None:
-    from sentirefine.pretrain import pretrain as run_pretrain
-    from sentirefine.pretrain import summary_lines
-    from sentirefine.workspace import locked, open_store
+    from sentirefine.data.workspace import locked, open_store
+    from sentirefine.pretrain.run import pretrain as run_pretrain
+    from sentirefine.pretrain.run import summary_lines
 
     with locked(cfg), open_store(cfg) as store:
         result = run_pretrain(cfg, store, source=source, extra=extra, fresh=fresh)
@@ -248,10 +248,10 @@ def refine(
 
 
 def _run_refine(cfg: Config, max_iterations: int | None, until_converged: bool = True) -> None:
-    from sentirefine.loop import check_max_iterations
-    from sentirefine.loop import refine as run_refine
-    from sentirefine.summary import iterations_table
-    from sentirefine.workspace import locked, open_store
+    from sentirefine.data.workspace import locked, open_store
+    from sentirefine.pipeline.loop import check_max_iterations
+    from sentirefine.pipeline.loop import refine as run_refine
+    from sentirefine.reporting.summary import iterations_table
 
     check_max_iterations(max_iterations)  # before a pretraining run or a lock: nothing done on a bad value
     _ensure_pretrained(cfg)
@@ -265,8 +265,8 @@ def _run_refine(cfg: Config, max_iterations: int | None, until_converged: bool =
 @_friendly
 def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """Where the loop stands: iterations, unfinished stage, label counts, review queue."""
-    from sentirefine.summary import iterations_table
-    from sentirefine.workspace import open_store
+    from sentirefine.data.workspace import open_store
+    from sentirefine.reporting.summary import iterations_table
 
     cfg = _config()
     with open_store(cfg) as store:
@@ -310,8 +310,8 @@ def rollback(
     count as flips. Labels a person set stay as they are unless --undo-human-labels (the count kept is printed).
     A kill at any point leaves the labels as they were: run the same command again.
     """
+    from sentirefine.data.workspace import locked, open_store
     from sentirefine.errors import UsageError
-    from sentirefine.workspace import locked, open_store
 
     cfg = _config()
     with locked(cfg), open_store(cfg) as store:
@@ -335,7 +335,7 @@ def dataset_show(
     diff: Annotated[str | None, typer.Option(help="Another rev to compare labels with.")] = None,
 ) -> None:
     """Counts and label distribution of a snapshot (and its label diff against another rev)."""
-    from sentirefine.versioning import read_snapshot
+    from sentirefine.integrations.versioning import read_snapshot
 
     cfg = _config()
     frame = read_snapshot(cfg, rev)
@@ -356,8 +356,8 @@ def dataset_show(
 @_friendly
 def dataset_restore(rev: Annotated[str, typer.Option(help="Tag or commit to restore labels from.")]) -> None:
     """Load a snapshot's labels back into the store (recorded in history, source 'restore')."""
-    from sentirefine.versioning import restore
-    from sentirefine.workspace import locked, open_store
+    from sentirefine.data.workspace import locked, open_store
+    from sentirefine.integrations.versioning import restore
 
     cfg = _config()
     with locked(cfg), open_store(cfg) as store:
@@ -375,14 +375,14 @@ def report(
 
 
 def _write_report(cfg: Config, output: Path | None = None) -> None:
-    from sentirefine.report import write_report
-    from sentirefine.workspace import open_store
+    from sentirefine.data.workspace import open_store
+    from sentirefine.reporting.report import write_report
 
     with open_store(cfg) as store:
         path = write_report(cfg, store, output)
         workspace_id = store.workspace_id()
     if cfg.tracking.enabled and cfg.report.log_to_mlflow:
-        from sentirefine.tracking import Tracker
+        from sentirefine.integrations.tracking import Tracker
 
         try:  # the file is the result; an unreachable tracking server must not fail the command
             Tracker(cfg).log_report(workspace_id, path)
@@ -399,10 +399,10 @@ def review_export(
     fmt: Annotated[str, typer.Option("--format", help="csv | labelstudio")] = "csv",
 ) -> None:
     """Write the rows needing a human (frozen, low-confidence, LLM-uncertain) with the ensemble's opinion."""
-    from sentirefine import review as review_mod
-    from sentirefine.atomicfile import check_output_path
+    from sentirefine.data.workspace import open_store
     from sentirefine.errors import UsageError
-    from sentirefine.workspace import open_store
+    from sentirefine.files.atomic import check_output_path
+    from sentirefine.integrations import review as review_mod
 
     if fmt not in ("csv", "labelstudio"):
         raise UsageError(f"unknown export format {fmt!r}", hint="use --format csv or --format labelstudio")
@@ -428,8 +428,8 @@ def review_import(
     strict: Annotated[bool, typer.Option(help="Any bad row: write nothing.")] = False,
 ) -> None:
     """Write human labels back (label_source='human'; later iterations never override them)."""
-    from sentirefine.review import import_labels
-    from sentirefine.workspace import locked, open_store
+    from sentirefine.data.workspace import locked, open_store
+    from sentirefine.integrations.review import import_labels
 
     cfg = _config()
     with locked(cfg), open_store(cfg) as store:
@@ -448,7 +448,7 @@ def mlflow_ui(port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 50
     import os
     import shutil
 
-    from sentirefine.tracking import tracking_uri
+    from sentirefine.integrations.tracking import tracking_uri
 
     cfg = _config()
     uri = tracking_uri(cfg)
@@ -467,8 +467,8 @@ def demo(
 ) -> None:
     """Run the whole loop on the bundled demo corpus (real NSMC reviews + 15% injected flips)."""
     from sentirefine import demo as demo_data
-    from sentirefine.ingest import import_file
-    from sentirefine.workspace import locked, open_store
+    from sentirefine.data.ingest import import_file
+    from sentirefine.data.workspace import locked, open_store
 
     cfg = _config(default_file=demo_data.CONFIG)
     with locked(cfg), open_store(cfg, create=True) as store:

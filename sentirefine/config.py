@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from sentirefine.errors import ConfigError, InputDataError
-from sentirefine.userfile import read_text
+from sentirefine.files.userfile import read_text
 
 ENV_PREFIX = "SENTIREFINE_"
 # SENTIREFINE_* variables that are not settings: read by the fault hooks, the test suite and the

@@ -1,60 +1,10 @@
-"""What the registry serves: ``mlflow.pyfunc`` wrappers around the ensemble and its members.
+"""The old import path of :mod:`sentirefine.integrations.serving`, kept for registered models.
 
-The downstream contract (README, "Serving"): ``mlflow.pyfunc.load_model(
-"models:/sentirefine-ensemble@production")`` returns a model whose ``predict`` takes a
-DataFrame with a ``text`` column and returns ``label`` (0/1), ``probability`` (P(positive))
-and ``confidence``, computed exactly as in the loop (temperatures, weights, confidence rule).
+MLflow pickles a pyfunc's class by its module path: model versions registered before the
+package took its pipeline-shaped layout name ``sentirefine.serving.EnsemblePyfunc``, and a
+serving system loading such a version must still find it here.
 """
 
-from __future__ import annotations
+from sentirefine.integrations.serving import EnsemblePyfunc, MemberPyfunc
 
-import json
-from pathlib import Path
-from typing import Any
-
-import mlflow.pyfunc
-import numpy as np
-import pandas as pd
-
-from sentirefine.ensemble import apply_temperature, combine
-from sentirefine.models import load_model
-
-SPEC_ARTIFACT = "ensemble_spec"
-
-
-def _texts(model_input: Any) -> list[str]:
-    if isinstance(model_input, pd.DataFrame):
-        if "text" not in model_input.columns:
-            raise ValueError(f"input needs a 'text' column, got {list(model_input.columns)}")
-        return model_input["text"].astype(str).tolist()
-    return [str(t) for t in model_input]
-
-
-class EnsemblePyfunc(mlflow.pyfunc.PythonModel):
-    """The weighted, temperature-scaled ensemble of one iteration's members."""
-
-    def load_context(self, context: Any) -> None:
-        spec = json.loads(Path(context.artifacts[SPEC_ARTIFACT]).read_text(encoding="utf-8"))
-        self.spec = spec
-        self.members = [load_model(Path(context.artifacts[name])) for name in spec["members"]]
-
-    # A DataFrame hint is one MLflow neither infers a schema from nor validates against (the
-    # logged signature does that); without any hint it warns on every log_model.
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        texts = _texts(model_input)
-        probs = np.stack([m.predict_proba(texts)[:, 1] for m in self.members], axis=1)
-        probs = apply_temperature(probs, [self.spec["temperatures"][n] for n in self.spec["members"]])
-        weights = np.array([self.spec["weights"][n] for n in self.spec["members"]])
-        out = combine(probs, weights, rule=self.spec["confidence_rule"], gamma=self.spec["agreement_gamma"])
-        return pd.DataFrame({"label": out.predicted, "probability": out.p_positive, "confidence": out.confidence})
-
-
-class MemberPyfunc(mlflow.pyfunc.PythonModel):
-    """One member on its own (label and probability)."""
-
-    def load_context(self, context: Any) -> None:
-        self.member = load_model(Path(context.artifacts["member"]))
-
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        p = self.member.predict_proba(_texts(model_input))[:, 1]
-        return pd.DataFrame({"label": (p > 0.5).astype(np.int64), "probability": p})
+__all__ = ["EnsemblePyfunc", "MemberPyfunc"]

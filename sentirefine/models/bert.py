@@ -66,7 +66,7 @@ def resolve_checkpoint(params: BertConfig, config: Config) -> BertConfig:
     """
     if params.checkpoint != "pretrained":
         return params
-    from sentirefine.pretrain import output_dir
+    from sentirefine.pretrain.run import output_dir
 
     return params.model_copy(update={"checkpoint": output_dir(config).resolve()})
 

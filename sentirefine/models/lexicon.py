@@ -34,7 +34,7 @@ from sentirefine.config import LexiconConfig
 from sentirefine.errors import ModelLoadError
 from sentirefine.models.base import DAMAGED_HINT, SentimentModel
 from sentirefine.models.batching import check_labels
-from sentirefine.text import Tokenizer
+from sentirefine.models.text import Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def read_seeds(path: Path) -> list[tuple[str, float]]:
     glue itself to the first word), gzip, a cp949 file or a directory all give a clear error.
     """
     from sentirefine.errors import InputDataError
-    from sentirefine.userfile import read_text
+    from sentirefine.files.userfile import read_text
 
     try:
         lines = read_text(path, "seed lexicon (models.lexicon.seed_path)").splitlines()

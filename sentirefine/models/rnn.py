@@ -36,7 +36,7 @@ from sentirefine.models.batching import (
     seeded,
     sorted_order,
 )
-from sentirefine.text import Tokenizer, Vocabulary
+from sentirefine.models.text import Tokenizer, Vocabulary
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from sentirefine.config import load_config
-from sentirefine.ingest import import_file
-from sentirefine.store import LabelChange, Store
-from sentirefine.versioning import SNAPSHOT, VersioningError, snapshot
+from sentirefine.data.ingest import import_file
+from sentirefine.data.store import LabelChange, Store
+from sentirefine.integrations.versioning import SNAPSHOT, VersioningError, snapshot
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

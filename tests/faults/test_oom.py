@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from sentirefine.config import load_config
-from sentirefine.ingest import import_file
+from sentirefine.data.ingest import import_file
+from sentirefine.data.store import Store
 from sentirefine.models.rnn import LSTMClassifier
-from sentirefine.store import Store
-from sentirefine.train import train_members
+from sentirefine.pipeline.train import train_members
 
 pytestmark = [pytest.mark.faults]
 

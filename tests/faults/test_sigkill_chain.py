@@ -25,7 +25,7 @@ import pytest
 import yaml
 from faults_setup import refine_args
 
-from sentirefine.store import Store
+from sentirefine.data.store import Store
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

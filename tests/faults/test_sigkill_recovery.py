@@ -15,8 +15,8 @@ import yaml
 from store_checks import LEXICON_ONLY_CONFIG, store_digest
 
 from sentirefine.config import load_config
-from sentirefine.store import LabelChange, Store
-from sentirefine.versioning import snapshot
+from sentirefine.data.store import LabelChange, Store
+from sentirefine.integrations.versioning import snapshot
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

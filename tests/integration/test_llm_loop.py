@@ -6,7 +6,7 @@ import pytest
 import yaml
 from llm_stub import GeminiStub
 
-from sentirefine.store import Store
+from sentirefine.data.store import Store
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from mlflow_server import MlflowServer
 
-from sentirefine.store import Store
+from sentirefine.data.store import Store
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ import yaml
 from tiny_config import TINY_CONFIG
 
 from sentirefine.config import load_config
-from sentirefine.store import Store
-from sentirefine.versioning import ensure_repo, read_snapshot, remote_dir, snapshot
+from sentirefine.data.store import Store
+from sentirefine.integrations.versioning import ensure_repo, read_snapshot, remote_dir, snapshot
 
 pytestmark = pytest.mark.integration
 

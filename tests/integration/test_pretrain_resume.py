@@ -12,9 +12,9 @@ import yaml
 from safetensors.torch import load_file
 
 from sentirefine.config import load_config
-from sentirefine.ingest import import_file
+from sentirefine.data.ingest import import_file
+from sentirefine.data.store import Store
 from sentirefine.models.bert import load_pretrained
-from sentirefine.store import Store
 
 pytestmark = pytest.mark.integration
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from sentirefine.config import LexiconConfig, load_config
+from sentirefine.integrations.serving import MemberPyfunc
+from sentirefine.integrations.tracking import Tracker, passes_gate
 from sentirefine.models.lexicon import LexiconModel
-from sentirefine.serving import MemberPyfunc
-from sentirefine.tracking import Tracker, passes_gate
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sentirefine.store import Store
+from sentirefine.data.store import Store
 
 pytestmark = pytest.mark.integration
 

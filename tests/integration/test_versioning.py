@@ -7,8 +7,8 @@ import subprocess
 import pytest
 
 from sentirefine.config import load_config
-from sentirefine.store import LabelChange, Store
-from sentirefine.versioning import VersioningError, read_snapshot, snapshot
+from sentirefine.data.store import LabelChange, Store
+from sentirefine.integrations.versioning import VersioningError, read_snapshot, snapshot
 
 pytestmark = pytest.mark.integration
 

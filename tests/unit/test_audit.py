@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from llm_stub import GeminiStub
 
-from sentirefine.audit import audit_stage, bias_flags, group_rates, load_rows
 from sentirefine.config import Config
-from sentirefine.store import LabelChange, Store
+from sentirefine.data.store import LabelChange, Store
+from sentirefine.reporting.audit import audit_stage, bias_flags, group_rates, load_rows
 
 
 @pytest.fixture

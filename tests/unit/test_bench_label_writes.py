@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.speed import label_writes
-from sentirefine.store import Store
+from sentirefine.data.store import Store
 
 
 def test_label_writes_flip_every_measured_row_once_with_history(tmp_path):

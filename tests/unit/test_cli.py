@@ -62,7 +62,7 @@ def test_second_writer_is_refused_with_owner_pid(tmp_path):
     workspace = tmp_path / "ws"
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from sentirefine.config import load_config; from sentirefine.workspace import locked\n"
+         "import sys, time; from sentirefine.config import load_config; from sentirefine.data.workspace import locked\n"
          f"cfg = load_config(overrides={{'workspace': {str(workspace)!r}}})\n"
          "with locked(cfg):\n    print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,

@@ -176,7 +176,7 @@ def test_cp949_seed_lexicon_is_named(tmp_path):
 
 
 def test_prompt_file_is_read_as_a_user_file(tmp_path):
-    from sentirefine.llm.prompts import relabel_prompt
+    from sentirefine.integrations.llm.prompts import relabel_prompt
 
     bom = tmp_path / "bom.txt"
     bom.write_bytes(b"\xef\xbb\xbfLabel each review.")

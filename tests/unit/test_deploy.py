@@ -129,8 +129,8 @@ def test_until_converged_stops_a_converged_workspace_and_ignore_convergence_does
     """The scheduling contract: `refine --until-converged` on a converged workspace does nothing;
     `--ignore-convergence` would run the next iteration (here the limit stops it first)."""
     from sentirefine.config import Config
-    from sentirefine.loop import _iterate
-    from sentirefine.store import Store
+    from sentirefine.data.store import Store
+    from sentirefine.pipeline.loop import _iterate
 
     with Store(tmp_path / "s.db", create=True) as store:
         for iteration in (0, 1):

@@ -6,9 +6,9 @@ import gzip
 
 import pytest
 
+from sentirefine.data.ingest import import_file
+from sentirefine.data.store import Store
 from sentirefine.errors import InputDataError
-from sentirefine.ingest import import_file
-from sentirefine.store import Store
 
 HEADER = "id\tdocument\tlabel\n"
 

@@ -1,7 +1,7 @@
 """Import under hostile input, through the real CLI: every line imported as it stands or rejected by number.
 
 Each case here lost, merged or changed rows (or crashed) before the import was rebuilt on
-``sentirefine.userfile`` / ``sentirefine.tabular`` (issue 25, items 1-4, 13, 14, 16-18).
+``sentirefine.files.userfile`` / ``sentirefine.files.tabular`` (issue 25, items 1-4, 13, 14, 16-18).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from sentirefine.cli import app
-from sentirefine.ingest import import_file
-from sentirefine.store import Store
+from sentirefine.data.ingest import import_file
+from sentirefine.data.store import Store
 
 runner = CliRunner()
 HEADER = "id\tdocument\tlabel\n"

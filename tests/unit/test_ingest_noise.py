@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from sentirefine import demo
-from sentirefine.ingest import import_file
-from sentirefine.store import Store
+from sentirefine.data.ingest import import_file
+from sentirefine.data.store import Store
 
 
 def _flips(tmp_path, rate) -> tuple[dict[int, int], dict[int, int]]:

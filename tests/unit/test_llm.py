@@ -10,12 +10,12 @@ import pytest
 from llm_stub import GeminiStub, keyword_label
 
 from sentirefine.config import Config
-from sentirefine.llm.cache import AnswerCache
-from sentirefine.llm.client import GeminiClient, LLMError
-from sentirefine.llm.prompts import RELABEL_V1, LabelBatch, estimate_tokens, items_part
-from sentirefine.llm.ratelimit import window_fill
-from sentirefine.llm.relabel import relabel_stage, validate
-from sentirefine.store import Store
+from sentirefine.data.store import Store
+from sentirefine.integrations.llm.cache import AnswerCache
+from sentirefine.integrations.llm.client import GeminiClient, LLMError
+from sentirefine.integrations.llm.prompts import RELABEL_V1, LabelBatch, estimate_tokens, items_part
+from sentirefine.integrations.llm.ratelimit import window_fill
+from sentirefine.integrations.llm.relabel import relabel_stage, validate
 
 KEY = "SENTINEL-KEY-7f3a9c"
 WINDOW = 0.4  # seconds: a per-"minute" window shortened so the limiter is exercised quickly

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from sentirefine.config import RefineConfig, ThresholdSchedule
-from sentirefine.ensemble import apply_temperature, combine, fit_temperature, member_weights
-from sentirefine.metrics import classification_metrics, confusion
-from sentirefine.policy import class_offsets, convergence, decide
+from sentirefine.ensemble.combine import apply_temperature, combine, fit_temperature, member_weights
+from sentirefine.ensemble.metrics import classification_metrics, confusion
+from sentirefine.pipeline.policy import class_offsets, convergence, decide
 
 
 def test_weights_follow_margin_over_chance():

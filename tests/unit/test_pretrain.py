@@ -13,11 +13,11 @@ import yaml
 from tiny_config import TINY_CONFIG
 
 from sentirefine.config import BertConfig, load_config
+from sentirefine.data.store import Store
 from sentirefine.errors import ModelLoadError
 from sentirefine.models import build_model
 from sentirefine.models.bert import BertModel
-from sentirefine.pretrain import build_corpus, iter_corpus, normalise, output_dir, pretrain, train_tokenizer
-from sentirefine.store import Store
+from sentirefine.pretrain.run import build_corpus, iter_corpus, normalise, output_dir, pretrain, train_tokenizer
 
 KOREAN = [
     "진짜 짜증나네요 목소리",
@@ -161,7 +161,7 @@ def test_refine_pretrains_a_missing_pretrained_checkpoint_first(tiny_corpus, cli
 
 def test_extra_text_is_read_like_an_import(tmp_path):
     """BOM dropped, gzip by content, a review opening with a quote swallows no line, plain text whole."""
-    from sentirefine.pretrain import read_text_file
+    from sentirefine.pretrain.run import read_text_file
 
     tsv = tmp_path / "extra.tsv"  # gzip data under a plain name
     tsv.write_bytes(gzip.compress(b"\xef\xbb\xbfid\tdocument\tlabel\n1\t\"quoted start\t1\n2\tplain\t0\n3\tend\"\t1\n"))

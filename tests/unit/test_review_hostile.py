@@ -29,8 +29,8 @@ from store_checks import assert_clear_error
 from typer.testing import CliRunner
 
 from sentirefine.cli import app
-from sentirefine.csvguard import FORMULA_PREFIXES, guard_cell, unguard_cell
-from sentirefine.store import Store
+from sentirefine.data.store import Store
+from sentirefine.files.csvguard import FORMULA_PREFIXES, guard_cell, unguard_cell
 
 runner = CliRunner()
 HOSTILE = {  # id -> text: each is a formula, a formula-looking text, or a text's own leading quote
@@ -276,8 +276,8 @@ def test_sigkill_during_review_import_leaves_old_or_new_state_and_the_rerun_comp
 
 def test_mlflow_sample_of_corrections_is_guarded_too(tmp_path):
     """The corrections CSV logged to MLflow holds review texts as well: no cell may run as a formula."""
-    from sentirefine.store import LabelChange
-    from sentirefine.tracking import _corrected_sample
+    from sentirefine.data.store import LabelChange
+    from sentirefine.integrations.tracking import _corrected_sample
 
     with Store(tmp_path / "s.db", create=True) as store:
         store.conn.execute("INSERT INTO sentences (id, text, original_label, current_label, split) "

@@ -8,10 +8,10 @@ import json
 import pytest
 
 from sentirefine.config import Config
+from sentirefine.data.store import LabelChange, Store
 from sentirefine.errors import InputDataError
-from sentirefine.report import render_report
-from sentirefine.review import export_csv, export_label_studio, import_labels
-from sentirefine.store import LabelChange, Store
+from sentirefine.integrations.review import export_csv, export_label_studio, import_labels
+from sentirefine.reporting.report import render_report
 
 
 @pytest.fixture

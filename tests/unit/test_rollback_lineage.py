@@ -24,8 +24,8 @@ from typer.testing import CliRunner
 
 from sentirefine.cli import app
 from sentirefine.config import load_config
-from sentirefine.policy import balance_shift
-from sentirefine.store import _SCHEMA, SCHEMA_VERSION, LabelChange, Store, _split_sql
+from sentirefine.data.store import _SCHEMA, SCHEMA_VERSION, LabelChange, Store, _split_sql
+from sentirefine.pipeline.policy import balance_shift
 
 runner = CliRunner()
 CONFIG = LEXICON_ONLY_CONFIG

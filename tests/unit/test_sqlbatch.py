@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from sentirefine.sqlbatch import MAX_PARAMS, select_in
+from sentirefine.data.sqlbatch import MAX_PARAMS, select_in
 
 
 def _conn(n: int) -> sqlite3.Connection:

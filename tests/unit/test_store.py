@@ -6,8 +6,8 @@ import sqlite3
 
 import pytest
 
+from sentirefine.data.store import SCHEMA_VERSION, UPDATE_PENDING, LabelChange, Store
 from sentirefine.errors import StoreError
-from sentirefine.store import SCHEMA_VERSION, UPDATE_PENDING, LabelChange, Store
 
 
 def _fill(store: Store, n_train: int = 10, n_gold: int = 3) -> None:

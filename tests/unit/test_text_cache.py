@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sentirefine import text
+from sentirefine.models import text
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from sentirefine.config import RefineConfig, ThresholdSchedule
-from sentirefine.store import LabelChange
+from sentirefine.data.store import LabelChange
 
 
 @dataclass

@@ -16,8 +16,8 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from sentirefine.config import Config
+from sentirefine.data.store import Store
 from sentirefine.errors import StoreError, WorkspaceBusyError
-from sentirefine.store import Store
 
 
 @contextmanager

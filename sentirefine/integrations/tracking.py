@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from sentirefine.config import Config
-from sentirefine.csvguard import guard_cell
+from sentirefine.data.store import Store
+from sentirefine.data.workspace import iteration_dir
 from sentirefine.faults import crash_point
+from sentirefine.files.csvguard import guard_cell
 from sentirefine.logs import log_event
-from sentirefine.store import Store
-from sentirefine.workspace import iteration_dir
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class Tracker:
             return
         self._close_orphans(workspace_id)
         run = self.client.create_run(self.experiment_id, run_name=command,
-                                     tags={"sentirefine.command": command, "sentirefine.workspace": workspace_id})
+                                     tags={"sentirefine.command": command, "sentirefine.data.workspace": workspace_id})
         self._parent = run.info.run_id
         params = _flatten("", self.config.model_dump(mode="json"), {})
         self._log_batch(self._parent, params=params)
@@ -128,7 +128,7 @@ class Tracker:
         """
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`sentirefine.workspace` = '{workspace_id}' and attributes.status = 'RUNNING'",
+            filter_string=f"tags.`sentirefine.data.workspace` = '{workspace_id}' and attributes.status = 'RUNNING'",
         )
         for run in runs:
             if "sentirefine.command" in run.data.tags:
@@ -155,7 +155,7 @@ class Tracker:
             return {}
         workspace_id = store.workspace_id()
         self._discard_partial(workspace_id, iteration)
-        tags = {"sentirefine.workspace": workspace_id, "sentirefine.iteration": str(iteration),
+        tags = {"sentirefine.data.workspace": workspace_id, "sentirefine.iteration": str(iteration),
                 "sentirefine.dataset_rev": metrics.get("dataset_tag") or ""}
         if self._parent:
             tags["mlflow.parentRunId"] = self._parent
@@ -230,7 +230,7 @@ class Tracker:
         from mlflow.models.signature import ModelSignature
         from mlflow.types.schema import ColSpec, Schema
 
-        from sentirefine.serving import SPEC_ARTIFACT, EnsemblePyfunc, MemberPyfunc
+        from sentirefine.integrations.serving import SPEC_ARTIFACT, EnsemblePyfunc, MemberPyfunc
 
         cfg = self.config
         names = cfg.models.order
@@ -338,7 +338,7 @@ class Tracker:
         if not self.enabled:
             return None
         runs = self.client.search_runs([self.experiment_id],
-                                       filter_string=f"tags.`sentirefine.workspace` = '{workspace_id}'",
+                                       filter_string=f"tags.`sentirefine.data.workspace` = '{workspace_id}'",
                                        order_by=["attributes.start_time DESC"], max_results=50)
         parent = next((r for r in runs if "sentirefine.command" in r.data.tags), None)
         if parent is None:
@@ -351,7 +351,7 @@ class Tracker:
         """Delete what an interrupted earlier attempt at this iteration logged or registered."""
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`sentirefine.workspace` = '{workspace_id}' and "
+            filter_string=f"tags.`sentirefine.data.workspace` = '{workspace_id}' and "
                           f"tags.`sentirefine.iteration` = '{iteration}'",
         )
         for run in runs:
@@ -366,14 +366,12 @@ class Tracker:
 
 
 def _confusion_png(matrix: list[list[int]], path: Path, title: str) -> None:
-    from sentirefine.report import confusion_figure
+    from sentirefine.figures import confusion_figure, pyplot
 
-    fig = confusion_figure(matrix, title, (3.2, 3))  # selects the Agg backend before pyplot is imported here
-    import matplotlib.pyplot as plt
-
+    fig = confusion_figure(matrix, title, (3.2, 3))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
+    pyplot().close(fig)
 
 
 def _corrected_sample(store: Store, iteration: int, limit: int, path: Path) -> None:

@@ -15,9 +15,9 @@ import logging
 import numpy as np
 
 from sentirefine.config import Config
+from sentirefine.data.store import Store
 from sentirefine.logs import stage_log
 from sentirefine.models import build_model
-from sentirefine.store import Store
 
 log = logging.getLogger(__name__)
 

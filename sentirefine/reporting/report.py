@@ -18,10 +18,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sentirefine.atomicfile import atomic_write, check_output_path
 from sentirefine.config import Config
+from sentirefine.data.store import Store
 from sentirefine.errors import UsageError
-from sentirefine.store import Store
+from sentirefine.figures import confusion_figure, pyplot
+from sentirefine.files.atomic import atomic_write, check_output_path
 
 AUTO_SOURCES = ("ensemble", "llm")
 _DPI = 90  # readable on screen, a few tens of kB per embedded PNG
@@ -210,19 +211,9 @@ def _bias_flags(its: list[dict[str, Any]]) -> str:
 
 
 # -- plots -------------------------------------------------------------------------------------
-def _pyplot() -> Any:
-    """matplotlib without a display (Agg), imported only when a plot is drawn."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _line_plot(x: Sequence[int], series: dict[str, list[Any]], ylabel: str,
                hlines: dict[str, float] | None = None) -> bytes:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 3.2))
     for name, ys in series.items():
         pts = [(xi, y) for xi, y in zip(x, ys, strict=True) if y is not None and y == y]
@@ -244,7 +235,7 @@ def _source_bars(store: Store, x: Sequence[int]) -> bytes:
                                          "WHERE source IN ('ensemble', 'llm', 'human') AND undone_by IS NULL "
                                          "GROUP BY 1, 2"):
         counts.setdefault(src, {})[it] = n
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 3.2))
     bottom = [0] * len(x)
     for src in ("ensemble", "llm", "human"):
@@ -262,25 +253,11 @@ def _confusion_plot(matrix: list[list[int]], name: str) -> bytes:
     return _png(confusion_figure(matrix, name, (2.6, 2.4)))
 
 
-def confusion_figure(matrix: list[list[int]], title: str, size: tuple[float, float]) -> Any:
-    """A 2×2 gold confusion matrix with its counts: the report embeds it, MLflow stores it."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=size)
-    ax.imshow(matrix, cmap="Blues")
-    for i in range(2):
-        for j in range(2):
-            ax.text(j, i, str(matrix[i][j]), ha="center", va="center")
-    ax.set_xticks([0, 1], ["pred 0", "pred 1"])
-    ax.set_yticks([0, 1], ["true 0", "true 1"])
-    ax.set_title(title, fontsize=8)
-    return fig
-
-
 def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=_DPI)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return buf.getvalue()
 
 

@@ -2,7 +2,7 @@
 server, Ollama, LiteLLM, ...), for users without Gemini access.
 
 Only the request differs: the same limiter, retries, daily quota, cache, batching and item
-validation apply (see :class:`~sentirefine.llm.client.LLMClient`). The key comes from
+validation apply (see :class:`~sentirefine.integrations.llm.client.LLMClient`). The key comes from
 ``OPENAI_API_KEY`` and travels as a bearer header; the answer is constrained with
 ``response_format: json_schema`` (servers that ignore it still have every item validated).
 """
@@ -13,9 +13,9 @@ import json
 from typing import Any
 
 from sentirefine.config import LLMConfig
-from sentirefine.llm.cache import AnswerCache
-from sentirefine.llm.client import LLMClient
-from sentirefine.llm.ratelimit import RateLimiter
+from sentirefine.integrations.llm.cache import AnswerCache
+from sentirefine.integrations.llm.client import LLMClient
+from sentirefine.integrations.llm.ratelimit import RateLimiter
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 

@@ -23,8 +23,8 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from sentirefine.config import LLMConfig
 from sentirefine.errors import SentirefineError
-from sentirefine.llm.cache import AnswerCache
-from sentirefine.llm.ratelimit import RateLimiter, RequestTooLarge
+from sentirefine.integrations.llm.cache import AnswerCache
+from sentirefine.integrations.llm.ratelimit import RateLimiter, RequestTooLarge
 from sentirefine.logs import log_event
 
 log = logging.getLogger(__name__)

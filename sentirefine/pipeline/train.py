@@ -21,7 +21,9 @@ import numpy as np
 from tqdm import tqdm
 
 from sentirefine.config import Config
-from sentirefine.ensemble import (
+from sentirefine.data.store import Store
+from sentirefine.data.workspace import iteration_dir
+from sentirefine.ensemble.combine import (
     EnsemblePool,
     apply_temperature,
     combine,
@@ -29,14 +31,12 @@ from sentirefine.ensemble import (
     member_weights,
     resolve_workers,
 )
+from sentirefine.ensemble.metrics import classification_metrics, confusion
 from sentirefine.errors import TrainingError
 from sentirefine.faults import crash_point
 from sentirefine.logs import log_event, progress_disabled, stage_log
-from sentirefine.metrics import classification_metrics, confusion
 from sentirefine.models import SentimentModel, build_model, load_model
 from sentirefine.models.batching import release_memory, resolve_device
-from sentirefine.store import Store
-from sentirefine.workspace import iteration_dir
 
 log = logging.getLogger(__name__)
 

@@ -30,18 +30,18 @@ import numpy as np
 import psutil
 from tqdm import tqdm
 
-from sentirefine import policy
 from sentirefine.config import Config, StoreConfig
-from sentirefine.crossfit import out_of_fold
-from sentirefine.ensemble import EnsemblePool, apply_temperature, combine
+from sentirefine.data.store import Store
+from sentirefine.data.workspace import iteration_dir
+from sentirefine.ensemble.combine import EnsemblePool, apply_temperature, combine
+from sentirefine.ensemble.crossfit import out_of_fold
 from sentirefine.errors import ConfigError, SentirefineError, UsageError
 from sentirefine.faults import crash_point
+from sentirefine.integrations.tracking import Tracker
+from sentirefine.integrations.versioning import snapshot
 from sentirefine.logs import log_event, progress_disabled, stage_log
-from sentirefine.store import Store
-from sentirefine.tracking import Tracker
-from sentirefine.train import check_trainable, ensemble_pool, evaluate_members, train_members
-from sentirefine.versioning import snapshot
-from sentirefine.workspace import iteration_dir
+from sentirefine.pipeline import policy
+from sentirefine.pipeline.train import check_trainable, ensemble_pool, evaluate_members, train_members
 
 log = logging.getLogger(__name__)
 
@@ -347,7 +347,7 @@ def _llm_stage(config: Config, store: Store, iteration: int) -> dict[str, Any]:
     Runs before training so the members learn from the LLM's labels; resumable because every
     answer is cached and every write carries the label it expects to replace.
     """
-    from sentirefine.llm.relabel import relabel_stage
+    from sentirefine.integrations.llm.relabel import relabel_stage
 
     return _once(store, iteration, "llm", lambda: relabel_stage(config, store, iteration))
 
@@ -356,7 +356,7 @@ def _audit_stage(config: Config, store: Store, iteration: int) -> dict[str, Any]
     """Label distribution, per-group bias flags and an LLM critique → reports/audit-iter-NNN.md."""
     if not config.llm.audit:
         return {}
-    from sentirefine.audit import audit_stage
+    from sentirefine.reporting.audit import audit_stage
 
     return _once(store, iteration, "audit", lambda: audit_stage(config, store, iteration))
 

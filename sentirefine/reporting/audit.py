@@ -19,10 +19,10 @@ from typing import Any
 
 import pandas as pd
 
-from sentirefine.atomicfile import atomic_write
 from sentirefine.config import Config
+from sentirefine.data.store import Store
+from sentirefine.files.atomic import atomic_write
 from sentirefine.logs import log_event
-from sentirefine.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def critique_sample(store: Store, iteration: int, size: int) -> list[dict[str, A
 
 def run_critique(config: Config, store: Store, iteration: int) -> dict[str, Any]:
     """Ask the LLM to judge the sample; ``status`` says whether it ran and why not."""
-    from sentirefine.llm.relabel import unavailable_reason
+    from sentirefine.integrations.llm.relabel import unavailable_reason
 
     reason = unavailable_reason(config) or (None if config.llm.critique else "llm.critique is false")
     if reason:
@@ -151,10 +151,10 @@ def run_critique(config: Config, store: Store, iteration: int) -> dict[str, Any]
 
 
 async def _critique(config: Config, sample: list[dict[str, Any]]) -> dict[str, Any]:
-    from sentirefine.llm.cache import cache_key
-    from sentirefine.llm.client import LLMError
-    from sentirefine.llm.prompts import CRITIQUE, CritiqueBatch, estimate_tokens, items_part
-    from sentirefine.llm.relabel import open_client
+    from sentirefine.integrations.llm.cache import cache_key
+    from sentirefine.integrations.llm.client import LLMError
+    from sentirefine.integrations.llm.prompts import CRITIQUE, CritiqueBatch, estimate_tokens, items_part
+    from sentirefine.integrations.llm.relabel import open_client
 
     client = open_client(config)
     payload = [{"id": i, **{k: v for k, v in it.items() if k != "sid"}} for i, it in enumerate(sample, 1)]

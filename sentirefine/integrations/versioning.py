@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from sentirefine.config import Config
+from sentirefine.data.store import Store
 from sentirefine.errors import SentirefineError
 from sentirefine.faults import crash_point
 from sentirefine.logs import log_event
-from sentirefine.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -19,12 +19,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sentirefine.config import Config
-from sentirefine.llm.cache import AnswerCache, cache_key
-from sentirefine.llm.client import KEY_VARIABLES, DailyQuotaExhausted, GeminiClient, LLMClient, LLMError, api_key
-from sentirefine.llm.prompts import LabelBatch, Prompt, estimate_tokens, items_part, relabel_prompt
-from sentirefine.llm.ratelimit import RequestTooLarge
+from sentirefine.data.store import LABELS, LabelChange, Store
+from sentirefine.integrations.llm.cache import AnswerCache, cache_key
+from sentirefine.integrations.llm.client import (
+    KEY_VARIABLES,
+    DailyQuotaExhausted,
+    GeminiClient,
+    LLMClient,
+    LLMError,
+    api_key,
+)
+from sentirefine.integrations.llm.prompts import LabelBatch, Prompt, estimate_tokens, items_part, relabel_prompt
+from sentirefine.integrations.llm.ratelimit import RequestTooLarge
 from sentirefine.logs import log_event
-from sentirefine.store import LABELS, LabelChange, Store
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +79,7 @@ def open_client(config: Config) -> LLMClient:
     path = cfg.cache_path if cfg.cache_path.is_absolute() else config.workspace / cfg.cache_path
     key = api_key(cfg.backend) or ""
     if cfg.backend == "openai":
-        from sentirefine.llm.openai_compat import OpenAICompatClient
+        from sentirefine.integrations.llm.openai_compat import OpenAICompatClient
 
         return OpenAICompatClient(cfg, key, AnswerCache(path))
     return GeminiClient(cfg, key, AnswerCache(path))

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from sentirefine.sqlbatch import select_in
+from sentirefine.data.sqlbatch import select_in
 
 _DAY_S = 86_400.0
 

@@ -34,9 +34,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from sentirefine.data.sqlbatch import select_in
 from sentirefine.errors import StoreError
 from sentirefine.faults import crash_point
-from sentirefine.sqlbatch import select_in
 
 log = logging.getLogger(__name__)
 

@@ -40,12 +40,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from sentirefine.config import Config, PretrainConfig
+from sentirefine.data.store import Store
 from sentirefine.errors import ConfigError, InputDataError, ModelLoadError, TrainingError
 from sentirefine.faults import crash_point
+from sentirefine.files.tabular import read_records
+from sentirefine.files.userfile import check_readable, iter_lines
 from sentirefine.logs import log_event, progress_disabled
-from sentirefine.store import Store
-from sentirefine.tabular import read_records
-from sentirefine.userfile import check_readable, iter_lines
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class CorpusInfo:
 def read_text_file(path: Path, max_chars: int = _EXTRA_MAX_CHARS) -> Iterator[str]:
     """Texts of an unlabelled file: TSV/CSV with a text column (NSMC: ``document``), else one per line.
 
-    Read like an import (:mod:`sentirefine.tabular`): gzip by content, BOM dropped, TSV without
+    Read like an import (:mod:`sentirefine.files.tabular`): gzip by content, BOM dropped, TSV without
     quoting (a review opening with ``"`` does not swallow the lines after it), bounded memory per
     line; rows without the column and over-long lines are skipped (this text is unlabelled).
     """
@@ -586,7 +586,7 @@ class _MlflowRun:
         self.tracker: Any = None
         if not config.tracking.enabled:
             return
-        from sentirefine.tracking import Tracker
+        from sentirefine.integrations.tracking import Tracker
 
         self.tracker = Tracker(config)
         run_file = work / _RUN_FILE
@@ -595,7 +595,7 @@ class _MlflowRun:
             return
         run = self.tracker.client.create_run(
             self.tracker.experiment_id, run_name="pretrain",
-            tags={"sentirefine.command": "pretrain", "sentirefine.workspace": store.workspace_id()})
+            tags={"sentirefine.command": "pretrain", "sentirefine.data.workspace": store.workspace_id()})
         self.run_id = run.info.run_id
         run_file.write_text(json.dumps({"run_id": self.run_id}))
         flat = {f"pretrain.{k}": v for k, v in params.model_dump(mode="json").items()}

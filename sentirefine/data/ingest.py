@@ -4,7 +4,7 @@ Accepted: NSMC-style TSV (``id<TAB>document<TAB>label``, extra columns such as `
 ``rating`` allowed; no quoting: one line is one row) and CSV with a header holding
 ``text``/``document`` and ``label`` (RFC 4180 quoting; ``id`` optional). gzip is recognised by
 content; a UTF-8 byte-order mark is dropped; other encodings are refused with the ``iconv``
-line that converts them (:mod:`sentirefine.userfile`, :mod:`sentirefine.tabular`).
+line that converts them (:mod:`sentirefine.files.userfile`, :mod:`sentirefine.files.tabular`).
 
 Nothing is dropped or changed silently: every record is inserted, found already present, or
 rejected with its line number and reason (all rejects go to a rejects file, the summary shows
@@ -30,14 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from sentirefine.atomicfile import atomic_write
+from sentirefine.data.sqlbatch import select_in
+from sentirefine.data.store import Store, utcnow
 from sentirefine.errors import InputDataError
 from sentirefine.faults import crash_point
+from sentirefine.files.atomic import atomic_write
+from sentirefine.files.tabular import Record, read_records
+from sentirefine.files.userfile import check_readable, sniff_encoding
 from sentirefine.logs import log_event
-from sentirefine.sqlbatch import select_in
-from sentirefine.store import Store, utcnow
-from sentirefine.tabular import Record, read_records
-from sentirefine.userfile import check_readable, sniff_encoding
 
 log = logging.getLogger(__name__)
 

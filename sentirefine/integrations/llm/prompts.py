@@ -75,7 +75,7 @@ def relabel_prompt(version: str, path: Path | None = None) -> Prompt:
     from sentirefine.errors import ConfigError, InputDataError
 
     if path is not None:  # a user's file: read like every other (BOM dropped, other encodings named)
-        from sentirefine.userfile import read_text
+        from sentirefine.files.userfile import read_text
 
         try:
             text = read_text(Path(path), "LLM prompt file (llm.prompt_path)")

@@ -8,7 +8,7 @@ and writes the labels with ``label_source='human'``: final, never overridden by 
 iteration (enforced in ``Store._apply_labels`` and in the policy's view of the predictions).
 
 Files are written with :func:`atomic_write` (a symlink at the target is replaced, never
-followed) and read with :mod:`sentirefine.userfile` (BOM dropped, gzip by content, another
+followed) and read with :mod:`sentirefine.files.userfile` (BOM dropped, gzip by content, another
 encoding named). Every text cell of the CSV is guarded against formula injection
 (:func:`guard_cell`), and import removes the guard again, so the round trip is exact.
 """
@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sentirefine.atomicfile import atomic_write
-from sentirefine.csvguard import guard_cell, unguard_cell
+from sentirefine.data.sqlbatch import select_in
+from sentirefine.data.store import Store
 from sentirefine.errors import InputDataError
 from sentirefine.faults import crash_point
-from sentirefine.sqlbatch import select_in
-from sentirefine.store import Store
-from sentirefine.userfile import open_text, read_text
+from sentirefine.files.atomic import atomic_write
+from sentirefine.files.csvguard import guard_cell, unguard_cell
+from sentirefine.files.userfile import open_text, read_text
 
 CSV_COLUMNS = ["id", "text", "current_label", "original_label", "reason", "p_positive", "confidence", "iteration",
                "human_label"]

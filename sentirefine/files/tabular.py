@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sentirefine.errors import InputDataError
-from sentirefine.userfile import Line, iter_lines
+from sentirefine.files.userfile import Line, iter_lines
 
 # Room for the id, label and extra columns around a text of the maximum length.
 LINE_SLACK_CHARS = 4096

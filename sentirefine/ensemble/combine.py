@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from sentirefine.logs import configure_logging, log_event
-from sentirefine.text import set_cache_limit, set_threads
+from sentirefine.models.text import set_cache_limit, set_threads
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The corpus: the SQLite store, importing users' files into it, the workspace and its lock."""

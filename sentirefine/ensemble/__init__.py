@@ -1,0 +1,1 @@
+"""Combining the members: Pool prediction, weights, confidence, out-of-fold (cross-fit) predictions."""

@@ -1,0 +1,1 @@
+"""The loop: stages of an iteration, who gets relabelled (policy), sequential retraining."""
