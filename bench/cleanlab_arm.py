@@ -17,15 +17,16 @@ import numpy as np
 from sentirefine.config import Config
 from sentirefine.data.sqlbatch import select_in
 from sentirefine.data.store import LabelChange, Store
-from sentirefine.ensemble.combine import apply_temperature, combine
 from sentirefine.ensemble.crossfit import out_of_fold
+from sentirefine.ensemble.spec import EnsembleSpec
 
 
 def find_issues(config: Config, store: Store, evaluation: dict[str, Any]) -> dict[str, Any]:
     """Flagged train rows (external ids) and how they were found."""
     from cleanlab.filter import find_label_issues
 
-    names = config.models.order
+    spec = EnsembleSpec.from_stage_info(evaluation, config, 0)  # the bootstrap's weights, as the loop votes
+    names = list(spec.members)
     rows = store.conn.execute(
         "SELECT sid, id, current_label FROM sentences WHERE split='train' ORDER BY sid").fetchall()
     seconds: dict[str, float] = {}
@@ -35,11 +36,7 @@ def find_issues(config: Config, store: Store, evaluation: dict[str, Any]) -> dic
         oof = out_of_fold(config, store, name, iteration=0)
         probs[:, j] = [oof[r[0]] for r in rows]
         seconds[name] = round(time.perf_counter() - t0, 2)
-    temperatures = [evaluation.get("temperatures", {}).get(n, 1.0) for n in names]
-    weights = np.array([evaluation["weights"][n] for n in names])
-    out = combine(apply_temperature(probs, temperatures), weights, rule=config.ensemble.confidence,
-                  gamma=config.ensemble.agreement_gamma)
-    p = np.clip(out.p_positive, 1e-6, 1 - 1e-6)
+    p = np.clip(spec.combine(probs).p_positive, 1e-6, 1 - 1e-6)
     labels = np.array([r[2] for r in rows], dtype=np.int64)
     t0 = time.perf_counter()
     flagged = find_label_issues(labels, np.column_stack([1 - p, p]), n_jobs=1)
@@ -48,7 +45,7 @@ def find_issues(config: Config, store: Store, evaluation: dict[str, Any]) -> dic
         "crossfit_seconds": seconds,
         "find_label_issues_seconds": round(time.perf_counter() - t0, 2),
         "folds": config.ensemble.cross_fit_folds,
-        "weights": dict(zip(names, weights.round(4).tolist(), strict=True)),
+        "weights": {n: round(w, 4) for n, w in zip(names, spec.weights, strict=True)},
     }
 
 

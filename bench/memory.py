@@ -24,10 +24,10 @@ from bench.speed import label_writes
 from sentirefine.config import Config, load_config
 from sentirefine.data.ingest import import_file
 from sentirefine.data.workspace import iteration_dir, locked, open_store
+from sentirefine.ensemble.pool import ensemble_pool
 from sentirefine.integrations.versioning import export_parquet
 from sentirefine.models import build_model
 from sentirefine.pipeline import loop
-from sentirefine.pipeline.train import ensemble_pool
 
 LEXICON_SAMPLE = 5000  # rows the predicting member is fitted on: the same at every size
 LABEL_WRITE_ROWS = 50_000  # label changes written at every size, in chunk-size transactions

@@ -14,7 +14,7 @@ from typing import Any
 from sentirefine.config import Config
 from sentirefine.data.store import LabelChange, Store
 from sentirefine.data.workspace import iteration_dir, locked, open_store
-from sentirefine.ensemble.combine import EnsemblePool
+from sentirefine.ensemble.pool import EnsemblePool
 from sentirefine.integrations.versioning import export_parquet
 from sentirefine.pipeline.train import train_members
 

@@ -61,3 +61,27 @@ def open_store(config: Config, *, create: bool = False) -> Store:
 def iteration_dir(config: Config, iteration: int) -> Path:
     """Where the members trained in ``iteration`` live (0 = bootstrap)."""
     return config.models_dir / f"iter-{iteration:03d}"
+
+
+def pretrained_dir(config: Config) -> Path:
+    """Where `sentirefine pretrain` writes its checkpoint: ``pretrain.output_dir``, relative to the workspace.
+
+    One rule for both sides: pretraining writes here and ``models.bert.checkpoint: pretrained``
+    reads here, so the two can never disagree about the path.
+    """
+    out = config.pretrain.output_dir
+    return out if out.is_absolute() else config.workspace / out
+
+
+def resolve_checkpoint(config: Config) -> Config:
+    """The config with ``models.bert.checkpoint: pretrained`` replaced by this workspace's directory.
+
+    Applied where members are built for a workspace (before ``build_model``), so a member only
+    ever sees a concrete path or None and :mod:`sentirefine.models` needs no workspace layout.
+    The directory is not checked here: loading it reports a missing or damaged one by its path.
+    """
+    bert = config.models.bert
+    if bert.checkpoint != "pretrained":
+        return config
+    bert = bert.model_copy(update={"checkpoint": pretrained_dir(config).resolve()})
+    return config.model_copy(update={"models": config.models.model_copy(update={"bert": bert})})

@@ -1,4 +1,4 @@
-"""Ensemble prediction: every member predicts, in a process pool; a weighted soft vote decides.
+"""Ensemble maths on arrays: temperature scaling, weights, the weighted soft vote, confidence.
 
 The maths (documented in the README):
 
@@ -13,128 +13,18 @@ The maths (documented in the README):
 * confidence ``c = max(p, 1 - p)`` (rule ``probability``) or ``c = max(p, 1-p) · a^γ``
   (rule ``agreement``: a confident average of disagreeing members counts for less).
 
-One pool lives for a whole command; each worker loads an iteration's members on the first
-batch that names them and answers batches of texts. ``workers=0`` predicts in-process.
+Only the functions live here; :class:`sentirefine.ensemble.spec.EnsembleSpec` chains them
+(temperature → weights → vote) for every caller, and :mod:`sentirefine.ensemble.pool` runs
+the members.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import multiprocessing
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-
-from sentirefine.logs import configure_logging, log_event
-from sentirefine.models.text import set_cache_limit, set_threads
-
-log = logging.getLogger(__name__)
-
-def cpu_count() -> int:
-    """Cores this process may use (respects CPU affinity / container limits)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
-
-
-def resolve_workers(setting: int | str) -> int:
-    return cpu_count() if setting == "auto" else int(setting)
-
-
-# Per-process state of a Pool worker: the members it holds, keyed by their directories, so a
-# pool that lives for a whole command loads each iteration's members once per worker.
-_WORKER: dict[str, Any] = {"key": None, "models": []}
-
-
-def _init_worker(threads: int, log_format: str, log_level: str, token_cache_entries: int) -> None:
-    """Pool initializer: bound torch threads so that workers x threads <= cores, and the token cache."""
-    import torch
-
-    configure_logging(log_format, log_level)
-    torch.set_num_threads(threads)
-    set_threads(threads)
-    set_cache_limit(token_cache_entries)
-
-
-def _members(model_dirs: tuple[str, ...]) -> list[Any]:
-    """The members in ``model_dirs``, loaded on first use in this process."""
-    if _WORKER["key"] != model_dirs:
-        from sentirefine.models import load_model
-
-        _WORKER["models"] = []  # free the previous iteration's members first
-        _WORKER["models"] = [load_model(Path(d)) for d in model_dirs]
-        _WORKER["key"] = model_dirs
-        log_event(log, "members_loaded", pid=os.getpid(), members=len(model_dirs))
-    return _WORKER["models"]
-
-
-def _predict_task(task: tuple[tuple[str, ...], list[str]]) -> np.ndarray:
-    model_dirs, texts = task
-    return np.stack([m.predict_proba(texts)[:, 1] for m in _members(model_dirs)], axis=1).astype(np.float32)
-
-
-class EnsemblePool:
-    """A ``multiprocessing.Pool`` for member prediction, alive for a whole command.
-
-    Workers start once (spawn: each imports torch), then load whichever members a task names.
-    ``workers=0`` predicts in the calling process. ``pool_factory`` lets a cluster pool with
-    the same ``imap`` API (e.g. Ray's) replace the local one when one machine is not enough.
-    """
-
-    def __init__(self, *, workers: int, start_method: str = "spawn", batch_rows: int = 512,
-                 log_format: str = "json", log_level: str = "INFO", token_cache_entries: int = 10_000,
-                 threads_per_worker: int | None = None, pool_factory: Any = None) -> None:
-        self.workers = workers
-        self.start_method = start_method
-        self.batch_rows = batch_rows
-        self._log = (log_format, log_level)
-        self._token_cache = token_cache_entries
-        self._threads = threads_per_worker  # None = cores // workers
-        self._pool_factory = pool_factory
-        self._pool: Any = None
-
-    def __enter__(self) -> EnsemblePool:
-        threads = self._threads or max(1, cpu_count() // max(1, self.workers))
-        args = (threads, *self._log, self._token_cache)
-        if self.workers > 0 and self._pool_factory is not None:
-            self._pool = self._pool_factory(self.workers, _init_worker, args)
-        elif self.workers > 0:
-            ctx = multiprocessing.get_context(self.start_method)
-            self._pool = ctx.Pool(self.workers, initializer=_init_worker, initargs=args)
-        log_event(log, "ensemble_pool_started", workers=self.workers, threads_per_worker=threads,
-                  start_method=self.start_method)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._pool is not None:
-            self._pool.terminate() if exc[0] else self._pool.close()
-            self._pool.join()
-            self._pool = None
-        _WORKER.update(key=None, models=[])
-
-    def member_probs(self, model_dirs: Sequence[Path], texts: Sequence[str],
-                     progress: Callable[[int], object] | None = None) -> np.ndarray:
-        """P(positive) of every member, shape (len(texts), len(model_dirs)).
-
-        ``progress(n)`` is called as each batch of ``n`` rows comes back (for a progress bar).
-        """
-        key = tuple(str(d) for d in model_dirs)
-        if not texts or not key:
-            return np.zeros((len(texts), len(key)), dtype=np.float32)
-        tasks = [(key, list(texts[i : i + self.batch_rows])) for i in range(0, len(texts), self.batch_rows)]
-        results = map(_predict_task, tasks) if self._pool is None else self._pool.imap(_predict_task, tasks)
-        parts = []
-        for part in results:
-            parts.append(part)
-            if progress is not None:
-                progress(len(part))
-        return np.concatenate(parts, axis=0)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -179,10 +69,14 @@ def member_weights(metrics: dict[str, dict[str, float]], names: Sequence[str], r
 
 @dataclass(frozen=True)
 class EnsembleOutput:
+    """The vote per row, and the member probabilities it was taken on (after any temperature:
+    the predict stage stores them beside the vote, so a row's record shows what was combined)."""
+
     p_positive: np.ndarray
     predicted: np.ndarray
     confidence: np.ndarray
     agreement: np.ndarray
+    member_p: np.ndarray
 
 
 def combine(member_p: np.ndarray, weights: np.ndarray, *, rule: str = "probability",
@@ -196,4 +90,4 @@ def combine(member_p: np.ndarray, weights: np.ndarray, *, rule: str = "probabili
         confidence = confidence * agreement**gamma
     elif rule != "probability":
         raise ValueError(f"unknown confidence rule {rule!r}")
-    return EnsembleOutput(p, predicted, confidence, agreement)
+    return EnsembleOutput(p, predicted, confidence, agreement, member_p)

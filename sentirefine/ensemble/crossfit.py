@@ -6,16 +6,25 @@ cleanlab, the train split is cut into ``k`` folds (by ``sid mod k``, so a row's 
 changes); for each fold a fresh member is fitted on the other ``k-1`` folds and predicts the
 held-out one. This costs ``k`` fits, so it is meant for the cheap members (the lexicon by
 default); ``ensemble.cross_fit`` lists which.
+
+:class:`CrossFit` is the predict stage's view of it: which members are cross-fitted, their
+out-of-fold predictions, and the merge of those with the pooled (in-sample) members' into one
+matrix in the ensemble's member order.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from sentirefine.config import Config
 from sentirefine.data.store import Store
+from sentirefine.data.workspace import resolve_checkpoint
+from sentirefine.ensemble.pool import EnsemblePool
 from sentirefine.logs import stage_log
 from sentirefine.models import build_model
 
@@ -40,6 +49,49 @@ def out_of_fold(config: Config, store: Store, name: str, iteration: int) -> dict
             held = np.flatnonzero(fold == k)
             if held.size == 0:
                 continue
-            model = build_model(name, config).fit([texts[i] for i in fit_idx], labels[fit_idx])
+            model = build_model(name, resolve_checkpoint(config)).fit([texts[i] for i in fit_idx], labels[fit_idx])
             out[held] = model.predict_proba([texts[i] for i in held])[:, 1]
     return dict(zip(sids.tolist(), out.tolist(), strict=True))
+
+
+@dataclass(frozen=True)
+class CrossFit:
+    """The ensemble's members split into cross-fitted ones (predictions by sid) and pooled ones.
+
+    A value object so the predict stage computes the out-of-fold predictions once, before its
+    chunk loop, and every chunk merges the same ones.
+    """
+
+    members: tuple[str, ...]
+    oof: dict[str, dict[int, float]]
+
+    @classmethod
+    def prepare(cls, config: Config, store: Store, members: Sequence[str], iteration: int) -> CrossFit:
+        """Out-of-fold predictions of the members listed in ``ensemble.cross_fit`` (k fits each)."""
+        return cls(tuple(members), {n: out_of_fold(config, store, n, iteration)
+                                    for n in members if n in config.ensemble.cross_fit})
+
+    @property
+    def pooled(self) -> list[str]:
+        """The members predicted in-sample, through the pool, in member order."""
+        return [n for n in self.members if n not in self.oof]
+
+    def merge(self, sids: Sequence[int], pooled: np.ndarray) -> np.ndarray:
+        """(n, m) P(positive) in member order: cross-fitted columns by sid, the rest from ``pooled``."""
+        in_sample = self.pooled
+        probs = np.empty((len(sids), len(self.members)), dtype=np.float64)
+        for j, name in enumerate(self.members):
+            probs[:, j] = [self.oof[name][s] for s in sids] if name in self.oof else pooled[:, in_sample.index(name)]
+        return probs
+
+    def member_probs(self, pool: EnsemblePool, dirs: Sequence[Path], sids: Sequence[int], texts: Sequence[str],
+                     progress: Callable[[int], object] | None = None) -> np.ndarray:
+        """Every member's P(positive) for these rows; ``dirs`` are the members' checkpoints in member order.
+
+        ``progress`` counts the rows once, whether or not any went through the pool.
+        """
+        pooled_dirs = [d for n, d in zip(self.members, dirs, strict=True) if n not in self.oof]
+        pooled = pool.member_probs(pooled_dirs, texts, progress=progress)
+        if not pooled_dirs and progress is not None:  # every member cross-fitted: nothing went through the pool
+            progress(len(texts))
+        return self.merge(sids, pooled)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sentirefine.data.sqlbatch import select_in
+from sentirefine.data import queries
 from sentirefine.data.store import Store
 from sentirefine.errors import InputDataError
 from sentirefine.faults import crash_point
@@ -46,18 +46,7 @@ TEXT_COLUMNS = ("id", "text", "reason")
 
 def review_rows(store: Store) -> Iterator[dict[str, Any]]:
     """Train rows needing a human, in sid order, with the ensemble's latest prediction."""
-    cursor = store.conn.execute(
-        """
-        SELECT s.id, s.text, s.current_label, s.original_label, s.frozen, q.reason, p.p_positive, p.confidence,
-               p.iteration
-        FROM sentences s
-        LEFT JOIN review_queue q ON q.sid = s.sid AND q.status = 'open'
-        LEFT JOIN predictions p ON p.sid = s.sid AND p.iteration = (SELECT max(iteration) FROM predictions)
-        WHERE s.split = 'train' AND s.label_source != 'human' AND (s.frozen = 1 OR q.sid IS NOT NULL)
-        ORDER BY s.sid
-        """
-    )
-    for id_, text, cur, orig, frozen, reason, p_pos, conf, iteration in cursor:
+    for id_, text, cur, orig, frozen, reason, p_pos, conf, iteration in queries.rows_needing_review(store):
         yield {"id": id_, "text": text, "current_label": cur, "original_label": orig,
                "reason": "frozen" if frozen or reason == "oscillation" else reason,
                "p_positive": _round(p_pos), "confidence": _round(conf), "iteration": iteration}
@@ -144,8 +133,7 @@ def import_labels(store: Store, path: Path, *, strict: bool = False) -> ImportRe
                              hint="fix the rows named above, or drop --strict to write the valid ones")
     pending = _not_yet_applied(store, labels)
     report.already = len(labels) - len(pending)
-    iteration = store.conn.execute("SELECT coalesce(max(iteration), 0) FROM iterations "
-                                   "WHERE finished_at IS NOT NULL").fetchone()[0]
+    iteration = queries.last_finished_iteration(store)
     crash_point("review_import_before_write")
     report.changed = store.apply_human_labels(pending, iteration=iteration)
     crash_point("review_import_after_write")
@@ -155,8 +143,7 @@ def import_labels(store: Store, path: Path, *, strict: bool = False) -> ImportRe
 
 def _not_yet_applied(store: Store, labels: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Drop labels a person already gave (a re-run after a crash, or the same file twice): no repeated history."""
-    done = set(select_in(store.conn, "SELECT sid, current_label FROM sentences WHERE label_source = 'human' "
-                                     "AND sid IN ({marks})", (sid for sid, _ in labels)))
+    done = queries.human_labels_among(store, (sid for sid, _ in labels))
     return [(sid, label) for sid, label in labels if (sid, label) not in done]
 
 
@@ -306,8 +293,7 @@ def _validate(store: Store, parsed: list[tuple[str, str, str]], report: ImportRe
 
 
 def _lookup(store: Store, ids: list[str]) -> dict[str, tuple[int, str]]:
-    rows = select_in(store.conn, "SELECT sid, id, split FROM sentences WHERE id IN ({marks})", (i for i in ids if i))
-    return {i: (sid, split) for sid, i, split in rows}
+    return queries.rows_by_id(store, ids)
 
 
 def _round(value: float | None) -> float | None:

@@ -3,12 +3,15 @@
 The downstream contract (README, "Serving"): ``mlflow.pyfunc.load_model(
 "models:/sentirefine-ensemble@production")`` returns a model whose ``predict`` takes a
 DataFrame with a ``text`` column and returns ``label`` (0/1), ``probability`` (P(positive))
-and ``confidence``, computed exactly as in the loop (temperatures, weights, confidence rule).
+and ``confidence``, computed exactly as in the loop: the ``ensemble_spec`` artifact is the
+:class:`~sentirefine.ensemble.spec.EnsembleSpec` the iteration's evaluate stage fitted, and its
+``combine`` is the loop's own. Versions registered before the spec had a ``format`` key carry
+format 1, which ``EnsembleSpec.from_json`` reads too; the class names here are what MLflow
+pickled, so they stay (``sentirefine.serving`` re-exports them for the oldest versions).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from sentirefine.ensemble.combine import apply_temperature, combine
+from sentirefine.ensemble.spec import EnsembleSpec
 from sentirefine.models import load_model
 
 SPEC_ARTIFACT = "ensemble_spec"
@@ -34,18 +37,14 @@ class EnsemblePyfunc(mlflow.pyfunc.PythonModel):
     """The weighted, temperature-scaled ensemble of one iteration's members."""
 
     def load_context(self, context: Any) -> None:
-        spec = json.loads(Path(context.artifacts[SPEC_ARTIFACT]).read_text(encoding="utf-8"))
-        self.spec = spec
-        self.members = [load_model(Path(context.artifacts[name])) for name in spec["members"]]
+        self.spec = EnsembleSpec.from_json(Path(context.artifacts[SPEC_ARTIFACT]).read_text(encoding="utf-8"))
+        self.members = [load_model(Path(context.artifacts[name])) for name in self.spec.members]
 
     # A DataFrame hint is one MLflow neither infers a schema from nor validates against (the
     # logged signature does that); without any hint it warns on every log_model.
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         texts = _texts(model_input)
-        probs = np.stack([m.predict_proba(texts)[:, 1] for m in self.members], axis=1)
-        probs = apply_temperature(probs, [self.spec["temperatures"][n] for n in self.spec["members"]])
-        weights = np.array([self.spec["weights"][n] for n in self.spec["members"]])
-        out = combine(probs, weights, rule=self.spec["confidence_rule"], gamma=self.spec["agreement_gamma"])
+        out = self.spec.combine(np.stack([m.predict_proba(texts)[:, 1] for m in self.members], axis=1))
         return pd.DataFrame({"label": out.predicted, "probability": out.p_positive, "confidence": out.confidence})
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from sentirefine.config import Config
+from sentirefine.data import queries
 from sentirefine.data.store import Store
 from sentirefine.data.workspace import iteration_dir
 from sentirefine.faults import crash_point
@@ -230,6 +231,7 @@ class Tracker:
         from mlflow.models.signature import ModelSignature
         from mlflow.types.schema import ColSpec, Schema
 
+        from sentirefine.ensemble.spec import EnsembleSpec
         from sentirefine.integrations.serving import SPEC_ARTIFACT, EnsemblePyfunc, MemberPyfunc
 
         cfg = self.config
@@ -244,12 +246,9 @@ class Tracker:
         decisions: dict[str, Any] = {}
         with tempfile.TemporaryDirectory() as tmp:
             spec_path = Path(tmp) / "ensemble.json"
-            spec_path.write_text(json.dumps({
-                "members": names, "weights": metrics["weights"], "temperatures": metrics.get("temperatures") or
-                dict.fromkeys(names, 1.0), "confidence_rule": cfg.ensemble.confidence,
-                "agreement_gamma": cfg.ensemble.agreement_gamma, "iteration": iteration,
-            }), encoding="utf-8")
-            artifacts = {n: str(model_dir / n) for n in names} | {SPEC_ARTIFACT: str(spec_path)}
+            spec = EnsembleSpec.from_stage_info(metrics, cfg, iteration)  # what the evaluate stage fitted
+            spec_path.write_text(spec.to_json(), encoding="utf-8")
+            artifacts = {n: str(model_dir / n) for n in spec.members} | {SPEC_ARTIFACT: str(spec_path)}
             decisions["ensemble"] = self.register_version(
                 run_id, "ensemble", EnsemblePyfunc(), artifacts, signature,
                 metrics.get("ensemble", {}).get(metric), iteration, workspace_id, always=True,
@@ -375,12 +374,8 @@ def _confusion_png(matrix: list[list[int]], path: Path, title: str) -> None:
 
 
 def _corrected_sample(store: Store, iteration: int, limit: int, path: Path) -> None:
-    rows = store.conn.execute(
-        "SELECT s.id, s.text, h.old_label, h.new_label, h.confidence, h.source FROM label_history h "
-        "JOIN sentences s ON s.sid = h.sid WHERE h.iteration = ? AND h.source != 'rollback' AND h.undone_by IS NULL "
-        "ORDER BY h.confidence DESC LIMIT ?",
-        (iteration, limit),
-    ).fetchall()
+    rows = [(c.id, c.text, c.old_label, c.new_label, c.confidence, c.source)
+            for c in queries.corrections_in(store, iteration, limit)]
     with open(path, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["id", "text", "old_label", "new_label", "confidence", "source"])

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sentirefine.config import Config
+from sentirefine.data import queries
 from sentirefine.data.store import Store
 from sentirefine.errors import SentirefineError
 from sentirefine.faults import crash_point
@@ -245,20 +246,13 @@ def export_parquet(store: Store, path: Path, chunk_size: int) -> int:
                         ("confidence", pa.float64()), ("split", pa.string())])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".parquet.tmp")
-    rows, last = 0, 0
+    rows = 0
     try:
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            while True:
-                batch = store.conn.execute(
-                    f"SELECT sid, {', '.join(COLUMNS)} FROM sentences WHERE sid > ? ORDER BY sid LIMIT ?",
-                    (last, chunk_size),
-                ).fetchall()
-                if not batch:
-                    break
-                columns = list(zip(*[r[1:] for r in batch], strict=True))
+            for batch in queries.sentence_columns(store, COLUMNS, chunk_size):
+                columns = list(zip(*batch, strict=True))
                 writer.write_table(pa.table(dict(zip(COLUMNS, columns, strict=True)), schema=schema))
                 rows += len(batch)
-                last = batch[-1][0]
     except BaseException:
         tmp.unlink(missing_ok=True)  # a half-written export (disk full) must not take space or be mistaken
         raise

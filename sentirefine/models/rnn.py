@@ -13,8 +13,6 @@ noise can pull the model.
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Self
@@ -26,30 +24,20 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from sentirefine.config import RNNConfig
 from sentirefine.errors import ModelLoadError
-from sentirefine.models.base import DAMAGED_HINT, SentimentModel
-from sentirefine.models.batching import (
-    check_labels,
-    length_bucketed_order,
-    pad_batch,
-    release_memory,
-    run_in_batches,
-    seeded,
-    sorted_order,
-)
+from sentirefine.models.base import DAMAGED_HINT
+from sentirefine.models.batching import check_labels, pad_batch, release_memory, seeded
 from sentirefine.models.text import Tokenizer, Vocabulary
-
-logger = logging.getLogger(__name__)
+from sentirefine.models.torch_loop import TorchMember
 
 _WEIGHTS = "weights.pt"
 _VOCAB = "vocab.json"
-_GRAD_CLIP = 1.0  # LSTM gradients spike on long texts; clipping keeps early steps stable
-_PREDICT_BATCH_FACTOR = 4  # inference holds no activations for backward: bigger batches fit
 
 
 class LSTMClassifier(nn.Module):
     """Embedding -> stacked LSTMs -> masked mean+max pooling -> Linear(2)."""
 
     def __init__(self, vocab_size: int, params: RNNConfig) -> None:
+        """Layers sized by the vocabulary and the config; a ModuleList so layers freeze one by one."""
         super().__init__()
         directions = 2 if params.bidirectional else 1
         self.embedding = nn.Embedding(vocab_size, params.embedding_dim, padding_idx=0)
@@ -77,13 +65,15 @@ class LSTMClassifier(nn.Module):
         return self.head(self.dropout(torch.cat([mean, peak], dim=1)))
 
 
-class RNNModel(SentimentModel):
+class RNNModel(TorchMember):
     """LSTM / BiLSTM member over a vocabulary of the training corpus."""
 
     kind = "rnn"
     params: RNNConfig
+    predict_batch_factor = 4
 
     def __init__(self, name: str, params: RNNConfig, *, device: str = "cpu", seed: int = 13) -> None:
+        """Settings only; the vocabulary and the network come from ``fit`` or a checkpoint."""
         super().__init__(name, params, device=device, seed=seed)
         self.tokenizer = Tokenizer(params.tokenizer)
         self.vocab_: Vocabulary | None = None
@@ -92,6 +82,7 @@ class RNNModel(SentimentModel):
 
     @classmethod
     def params_type(cls) -> type[RNNConfig]:
+        """Both the LSTM and the BiLSTM section are an :class:`RNNConfig`."""
         return RNNConfig
 
     # -- training -------------------------------------------------------------------------
@@ -114,11 +105,7 @@ class RNNModel(SentimentModel):
     def update(self, texts: Sequence[str], labels: np.ndarray) -> Self:
         """Continue from the current weights, with the parts in ``freeze_on_update`` frozen."""
         if self.net_ is None:
-            logger.info(
-                "update before fit: fitting from scratch",
-                extra={"event": "update_as_fit", "model": self.name},
-            )
-            return self.fit(texts, labels)
+            return self._update_as_fit(texts, labels)
         labels = check_labels(texts, labels)
         release_memory()
         self._set_trainable(frozen=list(self.params.freeze_on_update))
@@ -142,105 +129,65 @@ class RNNModel(SentimentModel):
     def _train(
         self, encoded: list[list[int]], labels: np.ndarray, *, epochs: int, lr: float, phase: str
     ) -> None:
-        """Adam over the trainable parameters; one history record per epoch."""
+        """Adam over the trainable parameters, cross-entropy on the pooled logits.
+
+        Gradients are clipped over all parameters, not only the trainable ones: a part frozen
+        by ``update`` may still hold the gradient of its last trainable step and counts in the
+        norm. That is how it has always been, and the trained numbers depend on it.
+        """
         net = self._require_net()
         optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=lr)
-        lengths = np.fromiter((len(s) for s in encoded), dtype=np.int64, count=len(encoded))
-        # Seeded by history length: the same call sequence gives the same weights, but two
-        # updates do not shuffle identically.
-        rng = np.random.default_rng([self.seed, len(self.history_)])
-        with seeded(self.seed + len(self.history_), self.device):
-            net.train()
-            for epoch in range(1, epochs + 1):
-                start = time.perf_counter()
-                order = length_bucketed_order(lengths, self._batch_size, rng)
-                loss = self._run_epoch(encoded, torch.as_tensor(labels), order, optimizer, phase)
-                self.history_.append(
-                    {
-                        "epoch": epoch,
-                        "phase": phase,
-                        "loss": loss,
-                        "batch_size": self._batch_size,
-                        "seconds": round(time.perf_counter() - start, 3),
-                        "rows": len(labels),
-                        "lr": lr,
-                    }
-                )
-        net.eval()
+        y, loss_fn = torch.as_tensor(labels), nn.CrossEntropyLoss()
 
-    def _run_epoch(
-        self,
-        encoded: list[list[int]],
-        y: torch.Tensor,
-        order: np.ndarray,
-        optimizer: torch.optim.Optimizer,
-        phase: str,
-    ) -> float:
-        """One pass over ``order`` with OOM back-off; returns the row-weighted mean loss."""
-        net, loss_fn = self._require_net(), nn.CrossEntropyLoss()
-        loss_sum = 0.0
-
-        def step(idx: np.ndarray) -> None:
-            nonlocal loss_sum
+        def loss_of(idx: np.ndarray) -> torch.Tensor:
+            """Mean cross-entropy of the rows ``idx``."""
             ids, lens = pad_batch([encoded[i] for i in idx], 0, self.device)
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(net(ids, lens), y[idx].to(self.device))
-            loss.backward()
-            nn.utils.clip_grad_norm_(net.parameters(), _GRAD_CLIP)
-            optimizer.step()
-            loss_sum += float(loss.detach()) * len(idx)
+            return loss_fn(net(ids, lens), y[idx].to(self.device))
 
-        self._batch_size = run_in_batches(
-            order, self._batch_size, step, context=f"{self.name} {phase}", progress=True
-        )
-        return loss_sum / max(len(order), 1)
+        self._train_epochs(net, encoded, loss_of, optimizer, clip=list(net.parameters()),
+                           epochs=epochs, lr=lr, phase=phase)
 
     # -- prediction -----------------------------------------------------------------------
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """P(negative), P(positive) per text, from the network's logits."""
         net = self._require_net()
         encoded = self._encode(texts)
-        out = np.zeros((len(encoded), 2), dtype=np.float32)
-        if not encoded:
-            return out
-        lengths = np.fromiter((len(s) for s in encoded), dtype=np.int64, count=len(encoded))
-        net.eval()
 
-        def predict(idx: np.ndarray) -> None:
+        def logits_of(idx: np.ndarray) -> torch.Tensor:
+            """Logits of the rows ``idx``, padded to their longest."""
             ids, lens = pad_batch([encoded[i] for i in idx], 0, self.device)
-            out[idx] = torch.softmax(net(ids, lens).float(), dim=1).cpu().numpy()
+            return net(ids, lens)
 
-        with torch.inference_mode():
-            run_in_batches(
-                sorted_order(lengths),
-                self._batch_size * _PREDICT_BATCH_FACTOR,
-                predict,
-                context=f"{self.name} predict",
-            )
-        return out
+        return self._predict(net, encoded, logits_of)
 
     # -- helpers --------------------------------------------------------------------------
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of raw texts (tokenised with the member's tokenizer)."""
         return self._encode_tokens(self.tokenizer.tokenize(list(texts)))
 
     def _encode_tokens(self, tokens: list[list[str]]) -> list[list[int]]:
+        """Token ids, truncated to ``max_len``; ``fit`` passes tokens it already has."""
         vocab = self.vocab_
         if vocab is None:
             raise RuntimeError(f"RNN model {self.name!r} is not fitted; call fit() first")
         return [vocab.encode(t, self.params.max_len) for t in tokens]
 
     def _require_net(self) -> LSTMClassifier:
+        """The network, or a clear error instead of an AttributeError on None."""
         if self.net_ is None:
             raise RuntimeError(f"RNN model {self.name!r} is not fitted; call fit() first")
         return self.net_
 
     # -- persistence ----------------------------------------------------------------------
     def _save_state(self, directory: Path) -> None:
+        """Weights and vocabulary: the two must travel together (ids index the embedding)."""
         if self.vocab_ is None:
             raise RuntimeError(f"RNN model {self.name!r} is not fitted; nothing to save")
         torch.save(self._require_net().state_dict(), directory / _WEIGHTS)
         self.vocab_.save(directory / _VOCAB)
 
     def _load_state(self, directory: Path) -> None:
+        """Read both files and check they belong together before trusting either."""
         weights = directory / _WEIGHTS
         if not weights.is_file():
             raise ModelLoadError(f"RNN weights missing: {weights}", hint="re-run `sentirefine bootstrap`")

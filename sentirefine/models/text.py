@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from sentirefine.errors import ModelLoadError
 
@@ -62,11 +63,13 @@ class Tokenizer:
     """
 
     def __init__(self, kind: str = "kiwi", num_workers: int | None = None) -> None:
+        """Settings only: Kiwi itself is created on first use."""
         self.kind = kind
         self.num_workers = num_workers
 
     @cached_property
-    def _kiwi(self):
+    def _kiwi(self) -> Any:
+        """The Kiwi analyser, created once per tokenizer (it costs ~1 s and ~100 MB)."""
         from kiwipiepy import Kiwi
 
         return Kiwi(num_workers=self.num_workers if self.num_workers is not None else _KIWI_THREADS["threads"])
@@ -101,6 +104,7 @@ class Vocabulary:
     """Token <-> id mapping built from a corpus; id 0 is padding, id 1 unknown."""
 
     def __init__(self, tokens: Sequence[str]) -> None:
+        """The id -> token list; ids 0 and 1 must be padding and unknown, which the models rely on."""
         if list(tokens[:2]) != [PAD, UNK]:
             raise ValueError("a vocabulary starts with the padding and unknown tokens")
         self.itos = list(tokens)
@@ -108,12 +112,14 @@ class Vocabulary:
 
     @classmethod
     def build(cls, token_lists: Iterable[Sequence[str]], *, max_size: int, min_freq: int) -> Vocabulary:
+        """The ``max_size`` most frequent tokens seen at least ``min_freq`` times."""
         counts = Counter(t for toks in token_lists for t in toks)
         # Ties broken by token so the same corpus always gives the same ids.
         ranked = sorted((t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t))
         return cls([PAD, UNK, *ranked[: max_size - 2]])
 
     def __len__(self) -> int:
+        """Number of ids, padding and unknown included (the embedding's row count)."""
         return len(self.itos)
 
     def encode(self, tokens: Sequence[str], max_len: int) -> list[int]:
@@ -122,10 +128,12 @@ class Vocabulary:
         return ids or [1]
 
     def save(self, path: Path) -> None:
+        """The id -> token list as JSON: ids are positions, so the file alone rebuilds the map."""
         path.write_text(json.dumps(self.itos, ensure_ascii=False), encoding="utf-8")
 
     @classmethod
     def load(cls, path: Path) -> Vocabulary:
+        """Read a saved vocabulary; missing or malformed files are load errors naming the path."""
         try:
             return cls(json.loads(path.read_text(encoding="utf-8")))
         except FileNotFoundError as exc:

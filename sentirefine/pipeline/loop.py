@@ -6,7 +6,7 @@ One iteration ``k`` (models of iteration ``k-1`` predict; iteration 0 is the boo
     correct   threshold / oscillation / review-queue decisions → bulk label writes + history
     llm       queued rows relabelled by Gemini (skipped without an API key) → label writes + history
     train     lexicon → LSTM → BiLSTM → BERT, each with its own update strategy
-    evaluate  gold metrics per member and ensemble → weights for iteration ``k+1``
+    evaluate  gold metrics per member and ensemble → the EnsembleSpec iteration ``k+1`` votes with
     audit     label distribution, per-group bias flags, LLM critique → reports/audit-iter-NNN.md
     finish    convergence metrics; stop when label and lexicon change rates stay low
 
@@ -33,15 +33,17 @@ from tqdm import tqdm
 from sentirefine.config import Config, StoreConfig
 from sentirefine.data.store import Store
 from sentirefine.data.workspace import iteration_dir
-from sentirefine.ensemble.combine import EnsemblePool, apply_temperature, combine
-from sentirefine.ensemble.crossfit import out_of_fold
+from sentirefine.ensemble.combine import EnsembleOutput
+from sentirefine.ensemble.crossfit import CrossFit
+from sentirefine.ensemble.pool import EnsemblePool, ensemble_pool
+from sentirefine.ensemble.spec import EnsembleSpec
 from sentirefine.errors import ConfigError, SentirefineError, UsageError
 from sentirefine.faults import crash_point
 from sentirefine.integrations.tracking import Tracker
 from sentirefine.integrations.versioning import snapshot
 from sentirefine.logs import log_event, progress_disabled, stage_log
 from sentirefine.pipeline import policy
-from sentirefine.pipeline.train import check_trainable, ensemble_pool, evaluate_members, train_members
+from sentirefine.pipeline.train import check_trainable, evaluate_members, train_members
 
 log = logging.getLogger(__name__)
 
@@ -223,56 +225,78 @@ def _check_checkpoints(config: Config, iteration: int) -> None:
 
 def _predict_stage(config: Config, store: Store, iteration: int, pool: EnsemblePool) -> None:
     """Predict every train row with the previous iteration's members; resumable per chunk."""
-    names = config.models.order
-    previous = store.stage_info(iteration - 1, "evaluate")
-    if previous is None:
-        raise SentirefineError(f"iteration {iteration - 1} has no evaluation to take weights from",
-                               hint="run `sentirefine bootstrap` (or `refine`, which bootstraps first)")
-    weights = np.array([previous["weights"][n] for n in names])
-    temperatures = [previous.get("temperatures", {}).get(n, 1.0) for n in names]
+    spec = _previous_spec(config, store, iteration)
     chunk = resolve_chunk_size(config.store)
     total = store.count("train")
     resume_after = store.last_predicted_sid(iteration)
     already = store.conn.execute("SELECT count(*) FROM predictions WHERE iteration=?", (iteration,)).fetchone()[0]
     store.start_stage(iteration, "predict")
-    oof = {n: out_of_fold(config, store, n, iteration) for n in names if n in config.ensemble.cross_fit}
-    in_sample = [n for n in names if n not in oof]
-    dirs = [iteration_dir(config, iteration - 1) / n for n in in_sample]
+    crossfit = CrossFit.prepare(config, store, spec.members, iteration)
+    dirs = spec.checkpoint_dirs(config)
     with (stage_log(log, "predict", iteration=iteration, rows=total, chunk_size=chunk,
-                    cross_fit=list(oof)) as result,
+                    cross_fit=list(crossfit.oof)) as result,
           tqdm(total=total, initial=already, desc=f"iter {iteration} predict", unit="row",
                disable=progress_disabled()) as bar):
         for rows in store.iter_chunks("train", chunk, after_sid=resume_after):
-            pooled = pool.member_probs(dirs, [r.text for r in rows], progress=bar.update)
-            if not dirs:  # every member cross-fitted: nothing went through the pool
-                bar.update(len(rows))
-            probs = np.empty((len(rows), len(names)), dtype=np.float64)
-            for j, name in enumerate(names):
-                probs[:, j] = ([oof[name][r.sid] for r in rows] if name in oof
-                               else pooled[:, in_sample.index(name)])
-            probs = apply_temperature(probs, temperatures)
-            out = combine(probs, weights, rule=config.ensemble.confidence, gamma=config.ensemble.agreement_gamma)
-            store.save_predictions(iteration, [
-                (r.sid, float(out.p_positive[i]), int(out.predicted[i]), float(out.confidence[i]),
-                 float(out.agreement[i]), json.dumps(dict(zip(names, np.round(probs[i], 4).tolist(), strict=True))))
-                for i, r in enumerate(rows)
-            ])
+            probs = crossfit.member_probs(pool, dirs, [r.sid for r in rows], [r.text for r in rows], bar.update)
+            store.save_predictions(iteration, _prediction_rows(spec, rows, spec.combine(probs)))
             crash_point("predict_chunk")
-        result["weights"] = dict(zip(names, weights.round(4).tolist(), strict=True))
+        result["weights"] = dict(zip(spec.members, np.round(spec.weights, 4).tolist(), strict=True))
     crash_point("predict_before_finish_stage")
     # Fixed here, before correct moves any label, so a resumed correct stage uses the same offsets
     # (the correct stage's log line names them).
     offsets = policy.class_offsets(config.refine.threshold, store.label_counts("train"), store.label_counts("gold"))
-    store.finish_stage(iteration, "predict", {"weights": result["weights"], "chunk_size": chunk,
-                                              "class_offsets": offsets})
+    store.finish_stage(iteration, "predict", PredictRecord(result["weights"], chunk, offsets).to_info())
+
+
+def _previous_spec(config: Config, store: Store, iteration: int) -> EnsembleSpec:
+    """The ensemble the previous iteration's evaluate stage fitted: what this iteration votes with."""
+    previous = store.stage_info(iteration - 1, "evaluate")
+    if previous is None:
+        raise SentirefineError(f"iteration {iteration - 1} has no evaluation to take weights from",
+                               hint="run `sentirefine bootstrap` (or `refine`, which bootstraps first)")
+    return EnsembleSpec.from_stage_info(previous, config, iteration - 1)
+
+
+def _prediction_rows(spec: EnsembleSpec, rows: list[Any], out: EnsembleOutput) -> list[tuple[Any, ...]]:
+    """``predictions`` rows of one chunk: the vote, and the (temperature-scaled) member probabilities."""
+    return [(r.sid, float(out.p_positive[i]), int(out.predicted[i]), float(out.confidence[i]),
+             float(out.agreement[i]), json.dumps(dict(zip(spec.members, np.round(out.member_p[i], 4).tolist(),
+                                                          strict=True))))
+            for i, r in enumerate(rows)]
+
+
+@dataclass(frozen=True)
+class PredictRecord:
+    """What a predict stage records for its iteration (its stage info): the weights it voted with
+    (rounded, for reading), its chunk size, and the class offsets it fixed for the correct stage.
+
+    ``class_offsets`` is None for a stage recorded before the offsets existed: those iterations
+    used the hand-set ``per_class`` offsets only.
+    """
+
+    weights: dict[str, float]
+    chunk_size: int | None
+    class_offsets: dict[int, float] | None
+
+    def to_info(self) -> dict[str, Any]:
+        """The stage info, keys as the store has always held them (older workspaces read the same)."""
+        return {"weights": self.weights, "chunk_size": self.chunk_size, "class_offsets": self.class_offsets}
+
+    @classmethod
+    def from_info(cls, info: dict[str, Any]) -> PredictRecord:
+        """Read a predict stage's info; a key it lacks (an older stage) comes back empty or None."""
+        saved = info.get("class_offsets")
+        offsets = None if saved is None else {int(k): float(v) for k, v in saved.items()}  # JSON keys are strings
+        return cls(dict(info.get("weights") or {}), info.get("chunk_size"), offsets)
 
 
 def _class_offsets(config: Config, store: Store, iteration: int) -> dict[int, float]:
     """The offsets the predict stage fixed for this iteration (per_class if it predates them)."""
-    saved = (store.stage_info(iteration, "predict") or {}).get("class_offsets")
-    if saved is None:
+    record = PredictRecord.from_info(store.stage_info(iteration, "predict") or {})
+    if record.class_offsets is None:
         return dict(config.refine.threshold.per_class)
-    return {int(k): float(v) for k, v in saved.items()}  # JSON keys are strings
+    return record.class_offsets
 
 
 def _correct_stage(config: Config, store: Store, iteration: int) -> None:

@@ -22,16 +22,10 @@ from tqdm import tqdm
 
 from sentirefine.config import Config
 from sentirefine.data.store import Store
-from sentirefine.data.workspace import iteration_dir
-from sentirefine.ensemble.combine import (
-    EnsemblePool,
-    apply_temperature,
-    combine,
-    fit_temperature,
-    member_weights,
-    resolve_workers,
-)
+from sentirefine.data.workspace import iteration_dir, resolve_checkpoint
 from sentirefine.ensemble.metrics import classification_metrics, confusion
+from sentirefine.ensemble.pool import EnsemblePool
+from sentirefine.ensemble.spec import EnsembleSpec
 from sentirefine.errors import TrainingError
 from sentirefine.faults import crash_point
 from sentirefine.logs import log_event, progress_disabled, stage_log
@@ -102,7 +96,7 @@ def train_members(config: Config, store: Store, iteration: int) -> dict[str, dic
 def _train_one(config: Config, name: str, previous: Path | None, device: str, texts: list[str],
                labels: np.ndarray) -> tuple[SentimentModel, float | None]:
     if previous is None:
-        return build_model(name, config).fit(texts, labels), None
+        return build_model(name, resolve_checkpoint(config)).fit(texts, labels), None
     model = load_model(previous / name, device=device)
     # Only members that define a change rate (the lexicon) pay for keeping a copy.
     before = copy.deepcopy(model) if type(model).change_rate is not SentimentModel.change_rate else None
@@ -111,49 +105,37 @@ def _train_one(config: Config, name: str, previous: Path | None, device: str, te
 
 
 def evaluate_members(config: Config, store: Store, iteration: int, pool: EnsemblePool) -> dict[str, Any]:
-    """Gold metrics of each member and of the weighted ensemble; the weights for what follows.
+    """Gold metrics of each member and of the weighted ensemble; the ensemble for what follows.
 
-    The weights are derived from the same gold metrics they are evaluated with; with four
-    scalar weights the optimism is small, and it is documented in the README.
+    The :class:`EnsembleSpec` fitted here (temperatures, weights) is recorded under ``spec`` and
+    is what the next iteration's predict stage and the registered model vote with. The weights
+    are derived from the same gold metrics they are evaluated with; with four scalar weights
+    the optimism is small, and it is documented in the README.
     """
-    rows = store.conn.execute("SELECT text, current_label FROM sentences WHERE split='gold' ORDER BY sid")
-    gold = rows.fetchall()
-    if config.refine.gold_eval_rows and len(gold) > config.refine.gold_eval_rows:
-        pick = np.random.default_rng(0).choice(len(gold), config.refine.gold_eval_rows, replace=False)
-        gold = [gold[i] for i in sorted(pick)]
-    if not gold:
+    names = config.models.order
+    texts, labels = _gold_sample(config, store)
+    if not texts:
         log_event(log, "gold_split_empty", level=logging.WARNING, iteration=iteration,
                   hint="import a gold file (--gold) to measure models honestly")
-        names = config.models.order
-        return {"members": {}, "ensemble": {}, "weights": dict.fromkeys(names, 1 / len(names))}
-    texts = [g[0] for g in gold]
-    labels = np.array([g[1] for g in gold], dtype=np.int64)
-    names = config.models.order
+        spec = EnsembleSpec.uniform(names, config.ensemble, iteration)
+        return {"members": {}, "ensemble": {}, "weights": spec.weight_map(), "spec": spec.to_dict()}
     with tqdm(total=len(texts), desc=f"iter {iteration} evaluate", unit="row", disable=progress_disabled(),
               leave=False) as bar:
         raw = pool.member_probs([iteration_dir(config, iteration) / n for n in names], texts, progress=bar.update)
     members = {n: {**classification_metrics(labels, raw[:, i]), "confusion": confusion(labels, raw[:, i] > 0.5)}
                for i, n in enumerate(names)}
-    temperatures = [fit_temperature(raw[:, i], labels) if config.ensemble.calibrate else 1.0
-                    for i in range(len(names))]
-    probs = apply_temperature(raw, temperatures)
-    calibrated = {n: classification_metrics(labels, probs[:, i]) for i, n in enumerate(names)}
-    weights = member_weights(calibrated, names, config.ensemble.weights)
-    out = combine(probs, weights, rule=config.ensemble.confidence, gamma=config.ensemble.agreement_gamma)
+    spec = EnsembleSpec.fit(names, raw, labels, config.ensemble, iteration)
+    out = spec.combine(raw)
     ensemble = classification_metrics(labels, out.p_positive)
     ensemble["confusion"] = confusion(labels, out.predicted)
-    return {"members": members, "ensemble": ensemble,
-            "weights": {n: float(w) for n, w in zip(names, weights, strict=True)},
-            "temperatures": dict(zip(names, temperatures, strict=True))}
+    return {"members": members, "ensemble": ensemble, "weights": spec.weight_map(),
+            "temperatures": spec.temperature_map(), "spec": spec.to_dict()}
 
 
-def ensemble_pool(config: Config) -> EnsemblePool:
-    """The prediction pool a command uses for all its stages."""
-    return EnsemblePool(
-        workers=resolve_workers(config.ensemble.workers),
-        start_method=config.ensemble.start_method,
-        batch_rows=config.ensemble.predict_batch_rows,
-        token_cache_entries=config.ensemble.worker_token_cache_entries,
-        log_format=config.logging.format,
-        log_level=config.logging.level,
-    )
+def _gold_sample(config: Config, store: Store) -> tuple[list[str], np.ndarray]:
+    """Texts and labels of the gold split, or of a fixed sample of ``refine.gold_eval_rows`` of it."""
+    gold = store.conn.execute("SELECT text, current_label FROM sentences WHERE split='gold' ORDER BY sid").fetchall()
+    if config.refine.gold_eval_rows and len(gold) > config.refine.gold_eval_rows:
+        pick = np.random.default_rng(0).choice(len(gold), config.refine.gold_eval_rows, replace=False)
+        gold = [gold[i] for i in sorted(pick)]
+    return [g[0] for g in gold], np.array([g[1] for g in gold], dtype=np.int64)

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from sentirefine.config import Config
+from sentirefine.data import queries
 from sentirefine.data.store import Store
 from sentirefine.files.atomic import atomic_write
 from sentirefine.logs import log_event
@@ -115,15 +116,8 @@ def bias_flags(groups: pd.DataFrame, frame: pd.DataFrame, min_rows: int, ratio: 
 # -- critique ---------------------------------------------------------------------------------------
 def critique_sample(store: Store, iteration: int, size: int) -> list[dict[str, Any]]:
     """Half corrections made this iteration, half confident disagreements left unchanged."""
-    corrections = store.conn.execute(
-        "SELECT s.sid, s.text, h.old_label, s.current_label, p.predicted, p.confidence FROM label_history h "
-        "JOIN sentences s ON s.sid = h.sid LEFT JOIN predictions p ON p.sid = h.sid AND p.iteration = h.iteration "
-        "WHERE h.iteration = ? AND h.source IN ('ensemble', 'llm') AND h.undone_by IS NULL ORDER BY h.hid LIMIT ?",
-        (iteration, (size + 1) // 2)).fetchall()
-    disagreements = store.conn.execute(
-        "SELECT s.sid, s.text, s.current_label, s.current_label, p.predicted, p.confidence FROM predictions p "
-        "JOIN sentences s ON s.sid = p.sid WHERE p.iteration = ? AND p.predicted != s.current_label "
-        "ORDER BY p.confidence DESC LIMIT ?", (iteration, size - len(corrections))).fetchall()
+    corrections = queries.corrections_judged(store, iteration, (size + 1) // 2)
+    disagreements = queries.confident_disagreements(store, iteration, size - len(corrections))
     items = []
     for kind, rows in (("correction", corrections), ("disagreement", disagreements)):
         for sid, text, before, now, predicted, conf in rows:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sentirefine.config import Config
+from sentirefine.data import queries
 from sentirefine.data.store import Store
 from sentirefine.errors import UsageError
 from sentirefine.figures import confusion_figure, pyplot
@@ -88,7 +89,7 @@ def render_report(config: Config, store: Store) -> str:
 def _overview(config: Config, store: Store, its: list[dict[str, Any]]) -> str:
     last = its[-1]["metrics"] if its else {}
     queue = store.open_review_count()
-    human = store.conn.execute("SELECT count(*) FROM sentences WHERE label_source='human'").fetchone()[0]
+    human = queries.human_label_count(store)
     facts = [
         ("generated", datetime.now(UTC).isoformat(timespec="seconds")),
         ("train rows", store.count("train")), ("gold rows", store.count("gold")),
@@ -152,13 +153,7 @@ def _confusions(its: list[dict[str, Any]], members: list[str]) -> str:
 
 
 def _confident_corrections(store: Store, limit: int) -> str:
-    marks = ",".join("?" * len(AUTO_SOURCES))
-    rows = store.conn.execute(
-        "SELECT h.iteration, s.id, s.text, h.old_label, h.new_label, h.confidence, h.source FROM label_history h "
-        f"JOIN sentences s ON s.sid = h.sid WHERE h.source IN ({marks}) AND h.undone_by IS NULL "
-        "ORDER BY h.confidence DESC, h.hid LIMIT ?",
-        (*AUTO_SOURCES, limit),
-    ).fetchall()
+    rows = queries.most_confident_corrections(store, AUTO_SOURCES, limit)
     if not rows:
         return _note("no automatic corrections yet")
     body = [[it, id_, _Text(text), old, new, _num(conf), src] for it, id_, text, old, new, conf, src in rows]
@@ -166,15 +161,9 @@ def _confident_corrections(store: Store, limit: int) -> str:
 
 
 def _frozen_rows(store: Store, limit: int) -> str:
-    total = store.conn.execute("SELECT count(*) FROM sentences s LEFT JOIN review_queue q ON q.sid = s.sid "
-                               "WHERE s.frozen = 1 OR q.reason = 'oscillation'").fetchone()[0]
+    total, rows = queries.frozen_rows(store, limit)
     if not total:
         return _note("no frozen or oscillating rows")
-    rows = store.conn.execute(
-        "SELECT s.id, s.text, s.original_label, s.current_label, s.label_source, "
-        "(SELECT count(*) FROM label_history h WHERE h.sid = s.sid AND h.source = 'ensemble' AND h.undone_by IS NULL), "
-        "q.reason, q.status FROM sentences s LEFT JOIN review_queue q ON q.sid = s.sid "
-        "WHERE s.frozen = 1 OR q.reason = 'oscillation' ORDER BY s.sid LIMIT ?", (limit,)).fetchall()
     body = [[id_, _Text(text), orig, cur, src, flips, reason or "-", status or "-"]
             for id_, text, orig, cur, src, flips, reason, status in rows]
     head = ["id", "text", "original", "current", "label source", "ensemble flips", "queue reason", "queue status"]
@@ -230,11 +219,7 @@ def _line_plot(x: Sequence[int], series: dict[str, list[Any]], ylabel: str,
 
 
 def _source_bars(store: Store, x: Sequence[int]) -> bytes:
-    counts: dict[str, dict[int, int]] = {}
-    for it, src, n in store.conn.execute("SELECT iteration, source, count(*) FROM label_history "
-                                         "WHERE source IN ('ensemble', 'llm', 'human') AND undone_by IS NULL "
-                                         "GROUP BY 1, 2"):
-        counts.setdefault(src, {})[it] = n
+    counts = queries.live_changes_by_source(store, ("ensemble", "llm", "human"))
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 3.2))
     bottom = [0] * len(x)

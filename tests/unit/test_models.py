@@ -19,7 +19,7 @@ import torch
 
 from sentirefine.config import BertConfig, LexiconConfig, RNNConfig
 from sentirefine.errors import ModelLoadError, TrainingError
-from sentirefine.models.base import SentimentModel, load_model
+from sentirefine.models import SentimentModel, load_model
 from sentirefine.models.batching import (
     is_oom,
     length_bucketed_order,

@@ -14,6 +14,7 @@ from tiny_config import TINY_CONFIG
 
 from sentirefine.config import BertConfig, load_config
 from sentirefine.data.store import Store
+from sentirefine.data.workspace import resolve_checkpoint
 from sentirefine.errors import ModelLoadError
 from sentirefine.models import build_model
 from sentirefine.models.bert import BertModel
@@ -105,7 +106,7 @@ def test_pretrained_checkpoint_fine_tunes_above_chance(tmp_path):
         result = pretrain(cfg, store)
     card = json.loads((result.output / "pretrain_card.json").read_text(encoding="utf-8"))
     assert card["training"]["steps"] == 15 and card["corpus"]["rows"] > 0 and card["mlm_loss_curve"]
-    model = build_model("bert", cfg)
+    model = build_model("bert", resolve_checkpoint(cfg))
     assert model.params.checkpoint == output_dir(cfg).resolve()
     model.fit(texts, labels)
     accuracy = float((model.predict_proba(held_texts).argmax(1) == held_labels).mean())

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sentirefine.config import Config
+from sentirefine.data import queries
+from sentirefine.data.queries import Queued
 from sentirefine.data.store import LABELS, LabelChange, Store
 from sentirefine.integrations.llm.cache import AnswerCache, cache_key
 from sentirefine.integrations.llm.client import (
@@ -39,13 +41,6 @@ _GIVE_UP_AFTER = 3  # failed batches (each after all its retries) before the sta
 
 METRIC_KEYS = ("requests", "tokens_in", "tokens_out", "cache_hits", "accepted", "rejected",
                "rpm_utilisation", "tpm_utilisation", "skipped")
-
-
-@dataclass
-class Queued:
-    sid: int
-    text: str
-    current_label: int
 
 
 @dataclass
@@ -114,11 +109,7 @@ def relabel_stage(config: Config, store: Store, iteration: int) -> dict[str, Any
 def queued_rows(store: Store, config: Config) -> list[Queued]:
     reasons = ("low_confidence", "oscillation") if config.llm.include_oscillating else ("low_confidence",)
     limit = config.llm.max_rows_per_iteration or -1
-    found = store.conn.execute(
-        f"SELECT s.sid, s.text, s.current_label FROM review_queue q JOIN sentences s ON s.sid = q.sid "
-        f"WHERE q.status = 'open' AND s.split = 'train' AND q.reason IN ({','.join('?' * len(reasons))}) "
-        f"ORDER BY q.confidence, q.sid LIMIT ?", (*reasons, limit)).fetchall()
-    return [Queued(*r) for r in found]
+    return queries.open_queue(store, reasons, limit)
 
 
 def batches(rows: list[Queued], max_items: int, max_tokens: int, system: str) -> list[list[Queued]]:
