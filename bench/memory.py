@@ -68,7 +68,7 @@ def phase_predict(cfg: Config) -> dict[str, Any]:
         store.begin_iteration(1, cfg.refine.threshold.at(1))
         t0 = time.perf_counter()
         with ensemble_pool(cfg) as pool:
-            loop._predict_stage(cfg, store, 1, pool)
+            loop.predict(cfg, store, 1, pool)
         predict_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         exported = export_parquet(store, cfg.workspace / "export.parquet", loop.resolve_chunk_size(cfg.store))

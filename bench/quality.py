@@ -71,7 +71,7 @@ class QualityRun:
             t0 = time.perf_counter()
             create(cfg, self.setup)
             with locked(cfg), open_store(cfg) as store:
-                metrics = loop.bootstrap(cfg, store)
+                metrics = loop.bootstrap(cfg, store).to_json()
                 evaluation = store.stage_info(0, "evaluate") or {}
                 scores = label_scores(store)
             self._boot = {"metrics": metrics, "evaluation": evaluation, "labels": scores,
@@ -103,7 +103,7 @@ class QualityRun:
         cfg = self.setup.config(arm.name, arm.overrides)
         create(cfg, self.setup, noisy=False)
         with locked(cfg), open_store(cfg) as store:
-            metrics = loop.bootstrap(cfg, store)
+            metrics = loop.bootstrap(cfg, store).to_json()
             return {"labels": label_scores(store), "gold": _gold(metrics), "iterations": 0, "converged": None,
                     "shared_bootstrap_seconds": 0.0}
 
@@ -119,7 +119,7 @@ class QualityRun:
                 flags = cleanlab_arm.find_issues(cfg, store, boot["evaluation"])
                 flags_file.write_text(json.dumps(flags), encoding="utf-8")
             applied = cleanlab_arm.apply(store, flags["flagged_ids"], arm.variant)
-            metrics = loop.bootstrap(cfg, store)
+            metrics = loop.bootstrap(cfg, store).to_json()
             scores = label_scores(store, removed_mode=arm.variant == "remove")
         info = {k: v for k, v in flags.items() if k != "flagged_ids"}
         return {"labels": scores, "gold": _gold(metrics), "iterations": 0, "converged": None,

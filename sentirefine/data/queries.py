@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
-from sentirefine.data.sqlbatch import select_in
+from sentirefine.data.sqlbatch import keyset_chunks, select_in
 from sentirefine.data.store import Store
 
 
@@ -181,11 +181,6 @@ def open_queue(store: Store, reasons: Sequence[str], limit: int) -> list[Queued]
 
 def sentence_columns(store: Store, columns: Sequence[str], chunk_size: int) -> Iterator[list[tuple]]:
     """``columns`` of every sentence in sid order, ``chunk_size`` rows at a time (keyset pagination)."""
-    last = 0
-    while True:
-        batch = store.conn.execute(f"SELECT sid, {', '.join(columns)} FROM sentences WHERE sid > ? ORDER BY sid "
-                                   "LIMIT ?", (last, chunk_size)).fetchall()
-        if not batch:
-            return
+    sql = f"SELECT sid, {', '.join(columns)} FROM sentences WHERE sid > ? ORDER BY sid LIMIT ?"
+    for batch in keyset_chunks(store.conn, sql, (), chunk_size):
         yield [r[1:] for r in batch]
-        last = batch[-1][0]

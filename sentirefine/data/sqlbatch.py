@@ -25,3 +25,17 @@ def select_in(conn: sqlite3.Connection, sql: str, keys: Iterable[Any], params: S
     for start in range(0, len(unique), MAX_PARAMS):
         part = unique[start : start + MAX_PARAMS]
         yield from conn.execute(sql.format(marks=",".join("?" * len(part))), (*params, *part))
+
+
+def keyset_chunks(conn: sqlite3.Connection, sql: str, params: Sequence[Any], chunk_size: int, *,
+                  after: int = 0) -> Iterator[list[tuple]]:
+    """Rows of ``sql`` ``chunk_size`` at a time by keyset pagination on the first column.
+
+    ``sql`` ends with ``... AND key > ? ORDER BY key LIMIT ?``: those two placeholders are bound
+    after ``params``. Unlike OFFSET, each query costs the same however far the scan has got, and
+    only one chunk is in memory at a time: memory is bounded by the chunk, not by the table.
+    """
+    last = after
+    while rows := conn.execute(sql, (*params, last, chunk_size)).fetchall():
+        yield rows
+        last = rows[-1][0]

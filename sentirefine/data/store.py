@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sentirefine.data.sqlbatch import select_in
+from sentirefine.data.sqlbatch import keyset_chunks, select_in
 from sentirefine.errors import StoreError
 from sentirefine.faults import crash_point
 
@@ -369,17 +369,10 @@ class Store:
         Keyset pagination (``sid > last``) rather than OFFSET: each query costs the same, and a
         chunk is materialised only while it is processed, so memory is bounded by the chunk.
         """
-        last = after_sid
-        while True:
-            rows = self.conn.execute(
-                "SELECT sid, id, text, current_label, original_label, frozen FROM sentences "
-                "WHERE split=? AND sid>? ORDER BY sid LIMIT ?",
-                (split, last, chunk_size),
-            ).fetchall()
-            if not rows:
-                return
+        sql = ("SELECT sid, id, text, current_label, original_label, frozen FROM sentences "
+               "WHERE split=? AND sid>? ORDER BY sid LIMIT ?")
+        for rows in keyset_chunks(self.conn, sql, (split,), chunk_size, after=after_sid):
             yield [Row(*r) for r in rows]
-            last = rows[-1][0]
 
     # -- writing labels --------------------------------------------------------------------------
     def apply_labels(self, changes: Sequence[LabelChange], *, iteration: int, source: str) -> int:
@@ -521,22 +514,16 @@ class Store:
         return row[0] or 0
 
     def iter_predictions(self, iteration: int, chunk_size: int) -> Iterator[list[tuple]]:
-        """(sid, current_label, predicted, confidence, locked) in sid order, chunk by chunk.
+        """(sid, current_label, predicted, confidence, lock) in sid order, chunk by chunk.
 
-        ``locked`` = frozen or labelled by a human: the policy leaves such rows alone.
+        ``lock`` says why the policy must leave a row alone: ``'human'`` (a person's label is
+        final), ``'frozen'`` (it oscillated), or None; the two are counted apart.
         """
-        last = 0
-        while True:
-            rows = self.conn.execute(
-                "SELECT p.sid, s.current_label, p.predicted, p.confidence, "
-                "(s.frozen OR s.label_source = 'human') FROM predictions p "
-                "JOIN sentences s ON s.sid = p.sid WHERE p.iteration=? AND p.sid>? ORDER BY p.sid LIMIT ?",
-                (iteration, last, chunk_size),
-            ).fetchall()
-            if not rows:
-                return
-            yield rows
-            last = rows[-1][0]
+        yield from keyset_chunks(
+            self.conn, "SELECT p.sid, s.current_label, p.predicted, p.confidence, CASE WHEN s.label_source = "
+                       "'human' THEN 'human' WHEN s.frozen THEN 'frozen' END FROM predictions p "
+                       "JOIN sentences s ON s.sid = p.sid WHERE p.iteration=? AND p.sid>? ORDER BY p.sid LIMIT ?",
+            (iteration,), chunk_size)
 
     # -- loop bookkeeping ------------------------------------------------------------------------
     def begin_iteration(self, iteration: int, threshold: float) -> None:
@@ -620,22 +607,14 @@ class Store:
         ``keep_human`` leaves out the rows whose label a person set.
         """
         human = " AND s.label_source != 'human'" if keep_human else ""
-        last = 0
-        while True:
-            rows = self.conn.execute(
-                f"""
-                SELECT s.sid, s.current_label, COALESCE(
-                    (SELECT h.new_label FROM label_history h WHERE h.sid = s.sid AND h.undone_by IS NULL
-                     AND (h.iteration < ? OR (h.iteration = ? AND h.source NOT IN {_AFTER_FINISH_SOURCES}))
-                     ORDER BY h.hid DESC LIMIT 1), s.original_label)
-                FROM sentences s WHERE s.split='train'{human} AND s.sid > ? ORDER BY s.sid LIMIT ?
-                """,
-                (iteration, iteration, last, chunk_size),
-            ).fetchall()
-            if not rows:
-                return
-            yield rows
-            last = rows[-1][0]
+        sql = f"""
+            SELECT s.sid, s.current_label, COALESCE(
+                (SELECT h.new_label FROM label_history h WHERE h.sid = s.sid AND h.undone_by IS NULL
+                 AND (h.iteration < ? OR (h.iteration = ? AND h.source NOT IN {_AFTER_FINISH_SOURCES}))
+                 ORDER BY h.hid DESC LIMIT 1), s.original_label)
+            FROM sentences s WHERE s.split='train'{human} AND s.sid > ? ORDER BY s.sid LIMIT ?
+            """
+        yield from keyset_chunks(self.conn, sql, (iteration, iteration), chunk_size)
 
     def rollback(self, to_iteration: int, chunk_size: int = 50_000, *, undo_human: bool = False) -> RollbackResult:
         """Restore every train label to its value after ``to_iteration`` (:meth:`labels_after`).

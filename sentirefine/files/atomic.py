@@ -8,6 +8,7 @@ followed: a symlinked rejects file or report cannot overwrite what it points to.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,3 +49,29 @@ def atomic_write(path: Path, mode: str = "w", *, encoding: str | None = "utf-8",
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_directory(directory: Path) -> Iterator[Path]:
+    """Yield an empty ``<dir>.tmp`` to fill; on success swap it in for ``directory`` by two renames.
+
+    Readers see the old directory or the new one, never half of one. Between the two renames the
+    old one is ``<dir>.old``: a kill there leaves it as the last complete version, so it is removed
+    only once a complete ``directory`` exists again (checkpoints: a model, a pretraining state).
+    On an exception the half-filled temp directory is removed and ``directory`` is left as it was.
+    """
+    directory = Path(directory)
+    tmp, old = directory.with_name(directory.name + ".tmp"), directory.with_name(directory.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if directory.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if directory.exists():
+        directory.rename(old)
+    tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)

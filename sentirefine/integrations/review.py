@@ -93,7 +93,7 @@ def export_label_studio(store: Store, path: Path) -> int:
 
 
 @dataclass
-class ImportReport:
+class ReviewImport:
     """What an import read, wrote and refused (with line or task numbers)."""
 
     path: Path
@@ -115,7 +115,7 @@ class ImportReport:
         return text
 
 
-def import_labels(store: Store, path: Path, *, strict: bool = False) -> ImportReport:
+def import_labels(store: Store, path: Path, *, strict: bool = False) -> ReviewImport:
     """Validate every reviewed row of ``path`` (CSV or Label Studio JSON), then write the valid ones.
 
     With ``strict``, one bad row means nothing is written (``InputDataError``); otherwise the
@@ -123,7 +123,7 @@ def import_labels(store: Store, path: Path, *, strict: bool = False) -> ImportRe
     transaction, and a label already in place is not written again: a run killed at any point
     left the old state or the new one, and running the same command again completes it.
     """
-    report = ImportReport(path)
+    report = ReviewImport(path)
     is_json = ".json" in [suffix.lower() for suffix in path.suffixes]
     parsed = _parse_json(path, report) if is_json else _parse_csv(path, report)
     labels = _validate(store, parsed, report)
@@ -147,7 +147,7 @@ def _not_yet_applied(store: Store, labels: list[tuple[int, int]]) -> list[tuple[
     return [(sid, label) for sid, label in labels if (sid, label) not in done]
 
 
-def _parse_csv(path: Path, report: ImportReport) -> list[tuple[str, str, str]]:
+def _parse_csv(path: Path, report: ReviewImport) -> list[tuple[str, str, str]]:
     """(where, id, raw label) of every row with a human_label filled in; the export's cell guard removed."""
     out = []
     with open_text(path, "review file") as handle:
@@ -174,7 +174,7 @@ def _parse_csv(path: Path, report: ImportReport) -> list[tuple[str, str, str]]:
     return out
 
 
-def _parse_json(path: Path, report: ImportReport) -> list[tuple[str, str, str]]:
+def _parse_json(path: Path, report: ReviewImport) -> list[tuple[str, str, str]]:
     """Label Studio export: a list of tasks with ``annotations`` (or the JSON-MIN flat form).
 
     Every task's shape is checked; a task that is not what Label Studio writes is reported
@@ -267,7 +267,7 @@ def _one_choice(value: Any, what: str) -> str:
     return _scalar(value, what)
 
 
-def _validate(store: Store, parsed: list[tuple[str, str, str]], report: ImportReport) -> list[tuple[int, int]]:
+def _validate(store: Store, parsed: list[tuple[str, str, str]], report: ReviewImport) -> list[tuple[int, int]]:
     """(sid, label) of the valid rows; every bad one is named in ``report.errors``."""
     known = _lookup(store, [id_ for _, id_, _ in parsed])
     seen: dict[str, tuple[str, int]] = {}

@@ -34,6 +34,7 @@ from typing import Any
 
 from sentirefine.config import Config
 from sentirefine.data import queries
+from sentirefine.data.records import GoldMetrics, IterationMetrics
 from sentirefine.data.store import Store
 from sentirefine.data.workspace import iteration_dir
 from sentirefine.faults import crash_point
@@ -149,7 +150,7 @@ class Tracker:
             self.client.log_batch(run_id, metrics=metric_list[i : i + 100], params=param_list[i : i + 100])
 
     # -- one iteration --------------------------------------------------------------------------
-    def log_iteration(self, store: Store, iteration: int, metrics: dict[str, Any],
+    def log_iteration(self, store: Store, iteration: int, metrics: IterationMetrics,
                       training: dict[str, Any]) -> dict[str, Any]:
         """Log an iteration's run, register its models and apply the gate; returns decisions."""
         if not self.enabled:
@@ -157,7 +158,7 @@ class Tracker:
         workspace_id = store.workspace_id()
         self._discard_partial(workspace_id, iteration)
         tags = {"sentirefine.data.workspace": workspace_id, "sentirefine.iteration": str(iteration),
-                "sentirefine.dataset_rev": metrics.get("dataset_tag") or ""}
+                "sentirefine.dataset_rev": metrics.dataset_tag or ""}
         if self._parent:
             tags["mlflow.parentRunId"] = self._parent
         run = self.client.create_run(self.experiment_id, run_name=f"iteration-{iteration:03d}", tags=tags)
@@ -171,7 +172,7 @@ class Tracker:
         self._log_curves(run_id, training)
         self._log_artifacts(run_id, store, iteration, metrics)
         crash_point("track_before_register")
-        decisions = self._register(run_id, iteration, metrics, workspace_id, metrics.get("dataset_tag") or "")
+        decisions = self._register(run_id, iteration, metrics, workspace_id, metrics.dataset_tag or "")
         crash_point("track_before_terminate")
         self.client.set_tag(run_id, "sentirefine.complete", "true")
         self.client.set_terminated(run_id)
@@ -183,22 +184,27 @@ class Tracker:
         log_event(log, "iteration_tracked", iteration=iteration, run_id=run_id, decisions=decisions)
         return decisions
 
-    def _iteration_metrics(self, metrics: dict[str, Any]) -> dict[str, float]:
-        keys = ("threshold", "label_change_rate", "lexicon_change_rate", "corrected_to_0", "corrected_to_1",
-                "queued_low_confidence", "frozen", "label_accuracy", "seconds", "train_rows")
-        flat: dict[str, float] = {f"refine.{k}": metrics[k] for k in keys if metrics.get(k) is not None}
-        for name, m in metrics.get("members", {}).items():
-            flat.update({f"gold.{name}.{k}": v for k, v in m.items() if k in ("accuracy", "f1", "log_loss")})
-        flat.update({f"gold.ensemble.{k}": v for k, v in metrics.get("ensemble", {}).items()
-                     if k in ("accuracy", "f1", "log_loss")})
-        flat.update({f"refine.class_offset.{c}": o for c, o in (metrics.get("class_offsets") or {}).items()})
-        flat.update({f"weight.{n}": w for n, w in metrics.get("weights", {}).items()})
-        flat.update({f"temperature.{n}": t for n, t in metrics.get("temperatures", {}).items()})
-        flat.update({f"change_rate.{n}": r for n, r in metrics.get("model_change_rates", {}).items()})
-        flat.update({f"stage_seconds.{s}": t for s, t in (metrics.get("stage_seconds") or {}).items()})
-        flat.update({f"llm.{k}": v for k, v in (metrics.get("llm") or {}).items()
-                     if isinstance(v, int | float) and not isinstance(v, bool)})
-        flat["audit.flags"] = len((metrics.get("audit") or {}).get("flags") or [])
+    def _iteration_metrics(self, metrics: IterationMetrics) -> dict[str, float]:
+        """The iteration's numbers, flat, as MLflow metrics (names as they have always been)."""
+        c, v = metrics.corrections, metrics.convergence
+        refine = {"threshold": metrics.threshold, "label_change_rate": v.label_change_rate,
+                  "lexicon_change_rate": v.lexicon_change_rate, "corrected_to_0": c.to_0, "corrected_to_1": c.to_1,
+                  "queued_low_confidence": metrics.queued_low_confidence, "frozen": metrics.frozen,
+                  "label_accuracy": metrics.label_accuracy, "seconds": metrics.seconds,
+                  "train_rows": metrics.train_rows}
+        flat: dict[str, float] = {f"refine.{k}": x for k, x in refine.items() if x is not None}
+        evaluation = metrics.evaluation
+        for name, gold in evaluation.members.items():
+            flat.update({f"gold.{name}.{k}": x for k, x in _scores(gold).items()})
+        flat.update({f"gold.ensemble.{k}": x for k, x in _scores(evaluation.ensemble).items()})
+        flat.update({f"refine.class_offset.{c}": o for c, o in (metrics.class_offsets or {}).items()})
+        flat.update({f"weight.{n}": w for n, w in evaluation.weights.items()})
+        flat.update({f"temperature.{n}": t for n, t in (evaluation.temperatures or {}).items()})
+        flat.update({f"change_rate.{n}": r for n, r in (v.model_change_rates or {}).items()})
+        flat.update({f"stage_seconds.{s}": t for s, t in (metrics.stage_seconds or {}).items()})
+        flat.update({f"llm.{k}": x for k, x in (metrics.llm or {}).items()
+                     if isinstance(x, int | float) and not isinstance(x, bool)})
+        flat["audit.flags"] = len((metrics.audit or {}).get("flags") or [])
         return flat
 
     def _log_curves(self, run_id: str, training: dict[str, Any]) -> None:
@@ -210,23 +216,24 @@ class Tracker:
             if points:
                 self.client.log_batch(run_id, metrics=points)
 
-    def _log_artifacts(self, run_id: str, store: Store, iteration: int, metrics: dict[str, Any]) -> None:
+    def _log_artifacts(self, run_id: str, store: Store, iteration: int, metrics: IterationMetrics) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
-            (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str), encoding="utf-8")
-            matrix = metrics.get("ensemble", {}).get("confusion")
+            (out / "metrics.json").write_text(json.dumps(metrics.to_json(), indent=1, default=str), encoding="utf-8")
+            ensemble = metrics.evaluation.ensemble
+            matrix = ensemble.confusion if ensemble is not None else None
             if matrix:
                 _confusion_png(matrix, out / "confusion_ensemble.png", f"ensemble, iteration {iteration} (gold)")
             if iteration > 0 and self.config.tracking.corrected_sample_rows:
                 _corrected_sample(store, iteration, self.config.tracking.corrected_sample_rows,
                                   out / "corrected_sample.csv")
             self.client.log_artifacts(run_id, str(out))
-        audit = Path((metrics.get("audit") or {}).get("path") or "")
+        audit = Path((metrics.audit or {}).get("path") or "")
         if audit.is_file():
             self.client.log_artifact(run_id, str(audit), artifact_path="audit")
 
     # -- registry -------------------------------------------------------------------------------
-    def _register(self, run_id: str, iteration: int, metrics: dict[str, Any], workspace_id: str,
+    def _register(self, run_id: str, iteration: int, metrics: IterationMetrics, workspace_id: str,
                   dataset_rev: str) -> dict[str, Any]:
         from mlflow.models.signature import ModelSignature
         from mlflow.types.schema import ColSpec, Schema
@@ -246,18 +253,18 @@ class Tracker:
         decisions: dict[str, Any] = {}
         with tempfile.TemporaryDirectory() as tmp:
             spec_path = Path(tmp) / "ensemble.json"
-            spec = EnsembleSpec.from_stage_info(metrics, cfg, iteration)  # what the evaluate stage fitted
+            spec = EnsembleSpec.from_stage_info(metrics.evaluation.to_json(), cfg, iteration)  # what evaluate fitted
             spec_path.write_text(spec.to_json(), encoding="utf-8")
             artifacts = {n: str(model_dir / n) for n in spec.members} | {SPEC_ARTIFACT: str(spec_path)}
             decisions["ensemble"] = self.register_version(
                 run_id, "ensemble", EnsemblePyfunc(), artifacts, signature,
-                metrics.get("ensemble", {}).get(metric), iteration, workspace_id, always=True,
+                _score(metrics.evaluation.ensemble, metric), iteration, workspace_id, always=True,
                 dataset_rev=dataset_rev, defer_aliases=True)
             if cfg.tracking.register_members:
                 for name in names:
                     decisions[name] = self.register_version(
                         run_id, name, MemberPyfunc(), {"member": str(model_dir / name)}, None,
-                        metrics.get("members", {}).get(name, {}).get(metric), iteration, workspace_id, always=False,
+                        _score(metrics.evaluation.members.get(name), metric), iteration, workspace_id, always=False,
                         dataset_rev=dataset_rev, defer_aliases=True)
         return decisions
 
@@ -380,3 +387,16 @@ def _corrected_sample(store: Store, iteration: int, limit: int, path: Path) -> N
         writer = csv.writer(handle)
         writer.writerow(["id", "text", "old_label", "new_label", "confidence", "source"])
         writer.writerows((guard_cell(id_), guard_cell(text), *rest) for id_, text, *rest in rows)  # opened in sheets
+
+
+def _scores(gold: GoldMetrics | None) -> dict[str, float]:
+    """A model's gold accuracy, F1 and log loss, those it has (none without a gold split)."""
+    if gold is None:
+        return {}
+    return {k: x for k, x in (("accuracy", gold.accuracy), ("f1", gold.f1), ("log_loss", gold.log_loss))
+            if x is not None}
+
+
+def _score(gold: GoldMetrics | None, metric: str) -> float | None:
+    """The gate metric (``tracking.gate_metric``: accuracy or f1) of a model, None where not measured."""
+    return _scores(gold).get(metric)

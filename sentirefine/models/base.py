@@ -19,7 +19,6 @@ one it holds.
 from __future__ import annotations
 
 import json
-import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from sentirefine.errors import ModelLoadError
+from sentirefine.files.atomic import atomic_directory
 
 FORMAT_VERSION = 1
 # What to do about a checkpoint that exists but cannot be read (shared by every member).
@@ -84,28 +84,17 @@ class SentimentModel(ABC):
     # -- persistence shared by all ----------------------------------------------------------
     def save(self, directory: Path) -> None:
         """Write the model atomically: a crash never leaves a half-written checkpoint in place."""
-        directory = Path(directory)
-        tmp = directory.with_name(directory.name + ".tmp")
-        old = directory.with_name(directory.name + ".old")
-        for leftover in (tmp, old):
-            if leftover.exists():
-                shutil.rmtree(leftover)
-        tmp.mkdir(parents=True)
-        self._save_state(tmp)
-        card = {
-            "format_version": FORMAT_VERSION,
-            "kind": self.kind,
-            "name": self.name,
-            "seed": self.seed,
-            "params": self.params.model_dump(mode="json"),
-            "history": self.history_,
-        }
-        (tmp / _CARD).write_text(json.dumps(card, ensure_ascii=False, indent=1), encoding="utf-8")
-        if directory.exists():
-            directory.rename(old)
-        tmp.rename(directory)
-        if old.exists():
-            shutil.rmtree(old)
+        with atomic_directory(Path(directory)) as tmp:
+            self._save_state(tmp)
+            card = {
+                "format_version": FORMAT_VERSION,
+                "kind": self.kind,
+                "name": self.name,
+                "seed": self.seed,
+                "params": self.params.model_dump(mode="json"),
+                "history": self.history_,
+            }
+            (tmp / _CARD).write_text(json.dumps(card, ensure_ascii=False, indent=1), encoding="utf-8")
 
 
 def load_from_card(

@@ -21,9 +21,9 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,14 @@ import psutil
 from tqdm import tqdm
 
 from sentirefine.config import Config, StoreConfig
+from sentirefine.data.records import (
+    Convergence,
+    Corrections,
+    Evaluation,
+    IterationMetrics,
+    IterationRow,
+    iteration_rows,
+)
 from sentirefine.data.store import Store
 from sentirefine.data.workspace import iteration_dir
 from sentirefine.ensemble.combine import EnsembleOutput
@@ -43,6 +51,7 @@ from sentirefine.integrations.tracking import Tracker
 from sentirefine.integrations.versioning import snapshot
 from sentirefine.logs import log_event, progress_disabled, stage_log
 from sentirefine.pipeline import policy
+from sentirefine.pipeline.stages import Stage, StageRun, committed_chunks, run_stage, run_stages
 from sentirefine.pipeline.train import check_trainable, evaluate_members, train_members
 
 log = logging.getLogger(__name__)
@@ -60,7 +69,7 @@ def resolve_chunk_size(cfg: StoreConfig) -> int:
 
 @dataclass
 class RefineResult:
-    iterations: list[dict[str, Any]] = field(default_factory=list)
+    iterations: list[IterationMetrics] = field(default_factory=list)
     stop_reason: str = ""
 
 
@@ -72,32 +81,22 @@ def _session(config: Config, store: Store, command: str) -> Iterator[tuple[Ensem
         yield pool, tracker
 
 
-def bootstrap(config: Config, store: Store, session: tuple[EnsemblePool, Tracker] | None = None) -> dict[str, Any]:
+def bootstrap(config: Config, store: Store,
+              session: tuple[EnsemblePool, Tracker] | None = None) -> IterationMetrics:
     """Iteration 0: fit every member from scratch on the current labels and evaluate it."""
-    done = [it for it in store.iterations() if it["iteration"] == 0 and it["finished_at"]]
+    done = [it for it in iteration_rows(store) if it.iteration == 0 and it.finished_at]
     if done:
-        return done[0]["metrics"]
+        return done[0].metrics or IterationMetrics(iteration=0)
     if session is None:
         with _session(config, store, "bootstrap") as own:
             return bootstrap(config, store, own)
     pool, tracker = session
     check_trainable(store)  # before any bookkeeping: a bad train split leaves the store as it was
     store.begin_iteration(0, threshold=float("nan"))
-    started = time.perf_counter()
-    training = train_members(config, store, 0)
-    evaluation = _evaluate_stage(config, store, 0, pool)
-    metrics = {
-        "iteration": 0,
-        "train_rows": store.count("train"),
-        "label_accuracy": store.reference_accuracy(),
-        "training": _strip_history(training),
-        **evaluation,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    metrics["dataset_tag"] = _snapshot_stage(config, store, 0).get("tag")
-    metrics["registry"] = _track_stage(tracker, store, 0, metrics, training)
-    store.finish_iteration(0, metrics)
-    return metrics
+    run = StageRun(config, store, 0, pool, tracker)
+    run_stages(BOOTSTRAP, run)
+    store.finish_iteration(0, run.metrics.to_json())
+    return run.metrics
 
 
 def refine(config: Config, store: Store, *, max_iterations: int | None = None,
@@ -129,11 +128,11 @@ def _iterate(config: Config, store: Store, limit: int, session: tuple[EnsemblePo
     bootstrap(config, store, session)
     result = RefineResult()
     while True:
-        done = [it for it in store.iterations() if it["finished_at"] and it["iteration"] > 0]
-        if until_converged and done and done[-1]["metrics"].get("converged"):
-            result.stop_reason = f"converged at iteration {done[-1]['iteration']}"
+        done = [it for it in iteration_rows(store) if it.finished_at and it.iteration > 0]
+        if until_converged and done and _converged(done[-1]):
+            result.stop_reason = f"converged at iteration {done[-1].iteration}"
             break
-        iteration = (done[-1]["iteration"] if done else 0) + 1
+        iteration = (done[-1].iteration if done else 0) + 1
         if iteration > limit:
             result.stop_reason = f"max_iterations={limit} reached"
             break
@@ -141,35 +140,12 @@ def _iterate(config: Config, store: Store, limit: int, session: tuple[EnsemblePo
     return result
 
 
-def _once(store: Store, iteration: int, stage: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run a stage whose result is its recorded info, at most once across crashes and resumes."""
-    if store.stage_done(iteration, stage):
-        return store.stage_info(iteration, stage) or {}
-    store.start_stage(iteration, stage)
-    with stage_log(log, stage, iteration=iteration) as result:
-        info = work()
-        result.update({k: v for k, v in info.items() if v is None or isinstance(v, int | float | str)})
-    crash_point(f"{stage}_before_finish_stage")
-    store.finish_stage(iteration, stage, info)
-    return info
-
-
-def _snapshot_stage(config: Config, store: Store, iteration: int) -> dict[str, Any]:
-    """DVC snapshot + git tag of the labels after this iteration."""
-    if not config.versioning.enabled:
-        return {}
-    return _once(store, iteration, "snapshot",
-                 lambda: snapshot(config, store, iteration, resolve_chunk_size(config.store)))
-
-
-def _track_stage(tracker: Tracker, store: Store, iteration: int, metrics: dict[str, Any],
-                 training: dict[str, Any]) -> dict[str, Any]:
-    """Log the iteration to MLflow and apply the registry gate."""
-    return _once(store, iteration, "track", lambda: tracker.log_iteration(store, iteration, metrics, training))
+def _converged(it: IterationRow) -> bool:
+    return it.metrics is not None and bool(it.metrics.convergence.converged)
 
 
 def run_iteration(config: Config, store: Store, iteration: int,
-                  session: tuple[EnsemblePool, Tracker]) -> dict[str, Any]:
+                  session: tuple[EnsemblePool, Tracker]) -> IterationMetrics:
     """All stages of one iteration, skipping those already recorded as finished."""
     pool, tracker = session
     threshold = config.refine.threshold.at(iteration)
@@ -177,35 +153,21 @@ def run_iteration(config: Config, store: Store, iteration: int,
         _check_checkpoints(config, iteration - 1)
     store.begin_iteration(iteration, threshold)
     crash_point("iteration_begun")
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def timed(stage: str, fn: Any, *args: Any) -> Any:
-        t0 = time.perf_counter()
-        out = fn(*args)
-        timings[stage] = round(time.perf_counter() - t0, 2)
-        return out
-
-    if not store.stage_done(iteration, "predict"):
-        timed("predict", _predict_stage, config, store, iteration, pool)
-    if not store.stage_done(iteration, "correct"):
-        timed("correct", _correct_stage, config, store, iteration)
-    llm = timed("llm", _llm_stage, config, store, iteration)
-    training = timed("train", train_members, config, store, iteration)
-    evaluation = timed("evaluate", _evaluate_stage, config, store, iteration, pool)
-    metrics = _iteration_metrics(config, store, iteration, threshold, training, evaluation)
-    metrics["stage_seconds"] = timings
-    metrics["llm"] = llm
-    metrics["audit"] = timed("audit", _audit_stage, config, store, iteration)
-    metrics["dataset_tag"] = timed("snapshot", _snapshot_stage, config, store, iteration).get("tag")
-    metrics["registry"] = timed("track", _track_stage, tracker, store, iteration, metrics, training)
-    metrics["seconds"] = round(time.perf_counter() - started, 1)
+    run = StageRun(config, store, iteration, pool, tracker, threshold=threshold)
+    run_stages(ITERATION, run)
+    metrics = run.metrics
+    metrics.seconds = round(time.perf_counter() - run.started, 1)
     crash_point("before_finish_iteration")
-    store.finish_iteration(iteration, metrics)
+    store.finish_iteration(iteration, metrics.to_json())
     log_event(log, "iteration_done", iteration=iteration, threshold=threshold,
-              label_change_rate=metrics["label_change_rate"], converged=metrics["converged"],
-              ensemble_accuracy=metrics["ensemble"].get("accuracy"), seconds=metrics["seconds"])
+              label_change_rate=metrics.convergence.label_change_rate, converged=metrics.convergence.converged,
+              ensemble_accuracy=metrics.evaluation.accuracy("ensemble"), seconds=metrics.seconds)
     return metrics
+
+
+def predict(config: Config, store: Store, iteration: int, pool: EnsemblePool) -> None:
+    """The predict stage alone, with its bookkeeping (the memory bench measures it so)."""
+    run_stage(PREDICT, StageRun(config, store, iteration, pool, tracker=None))
 
 
 def _check_checkpoints(config: Config, iteration: int) -> None:
@@ -223,30 +185,33 @@ def _check_checkpoints(config: Config, iteration: int) -> None:
     release_memory()
 
 
-def _predict_stage(config: Config, store: Store, iteration: int, pool: EnsemblePool) -> None:
-    """Predict every train row with the previous iteration's members; resumable per chunk."""
+def _predict_stage(run: StageRun) -> dict[str, Any]:
+    """Predict every train row with the previous iteration's members; resumes after its last chunk."""
+    config, store, iteration = run.config, run.store, run.iteration
     spec = _previous_spec(config, store, iteration)
     chunk = resolve_chunk_size(config.store)
     total = store.count("train")
     resume_after = store.last_predicted_sid(iteration)
     already = store.conn.execute("SELECT count(*) FROM predictions WHERE iteration=?", (iteration,)).fetchone()[0]
-    store.start_stage(iteration, "predict")
     crossfit = CrossFit.prepare(config, store, spec.members, iteration)
     dirs = spec.checkpoint_dirs(config)
     with (stage_log(log, "predict", iteration=iteration, rows=total, chunk_size=chunk,
                     cross_fit=list(crossfit.oof)) as result,
           tqdm(total=total, initial=already, desc=f"iter {iteration} predict", unit="row",
                disable=progress_disabled()) as bar):
-        for rows in store.iter_chunks("train", chunk, after_sid=resume_after):
-            probs = crossfit.member_probs(pool, dirs, [r.sid for r in rows], [r.text for r in rows], bar.update)
+        for rows in committed_chunks("predict", store.iter_chunks("train", chunk, after_sid=resume_after)):
+            probs = crossfit.member_probs(run.pool, dirs, [r.sid for r in rows], [r.text for r in rows], bar.update)
             store.save_predictions(iteration, _prediction_rows(spec, rows, spec.combine(probs)))
-            crash_point("predict_chunk")
         result["weights"] = dict(zip(spec.members, np.round(spec.weights, 4).tolist(), strict=True))
-    crash_point("predict_before_finish_stage")
     # Fixed here, before correct moves any label, so a resumed correct stage uses the same offsets
     # (the correct stage's log line names them).
     offsets = policy.class_offsets(config.refine.threshold, store.label_counts("train"), store.label_counts("gold"))
-    store.finish_stage(iteration, "predict", PredictRecord(result["weights"], chunk, offsets).to_info())
+    return PredictRecord(result["weights"], chunk, offsets).to_info()
+
+
+def _check_previous_spec(run: StageRun) -> None:
+    """Refuse to start a predict stage that has no previous ensemble to vote with."""
+    _previous_spec(run.config, run.store, run.iteration)
 
 
 def _previous_spec(config: Config, store: Store, iteration: int) -> EnsembleSpec:
@@ -299,28 +264,28 @@ def _class_offsets(config: Config, store: Store, iteration: int) -> dict[int, fl
     return record.class_offsets
 
 
-def _correct_stage(config: Config, store: Store, iteration: int) -> None:
-    """Apply threshold/oscillation/queue decisions chunk by chunk, one transaction each.
+def _correct_guard(run: StageRun) -> None:
+    """The balance guard, run before the correct stage is even recorded: a stage it stops writes nothing."""
+    chunk = run.prepared["correct_chunk_size"] = resolve_chunk_size(run.config.store)
+    _balance_guard(run.config, run.store, run.iteration, _class_offsets(run.config, run.store, run.iteration), chunk)
 
-    The balance guard runs first, before the stage is even recorded: a stage it stops writes nothing.
-    """
-    chunk = resolve_chunk_size(config.store)
+
+def _correct_stage(run: StageRun) -> dict[str, Any]:
+    """Apply threshold/oscillation/queue decisions chunk by chunk, one transaction each."""
+    config, store, iteration = run.config, run.store, run.iteration
+    chunk = run.prepared["correct_chunk_size"]  # the guard's: both walk the same chunks
     offsets = _class_offsets(config, store, iteration)
-    _balance_guard(config, store, iteration, offsets, chunk)
-    store.start_stage(iteration, "correct")
     with stage_log(log, "correct", iteration=iteration, threshold=config.refine.threshold.at(iteration),
                    class_offsets=offsets) as result:
         changed = 0
-        for rows in store.iter_predictions(iteration, chunk):
+        for rows in committed_chunks("correct", store.iter_predictions(iteration, chunk)):
             flips = store.flip_counts(policy.candidates(rows, iteration, config.refine, offsets))
             decision = policy.decide(rows, iteration=iteration, refine=config.refine, flip_counts=flips,
                                      offsets=offsets)
             changed += store.apply_decision(decision.changes, decision.freeze, decision.queue,
                                             iteration=iteration, source="ensemble", confident=decision.confident)
-            crash_point("correct_chunk")
         result["changed_this_attempt"] = changed
-    crash_point("correct_before_finish_stage")
-    store.finish_stage(iteration, "correct", {"changed": store.changes_in_iteration(iteration)})
+    return {"changed": store.changes_in_iteration(iteration)}
 
 
 def _corrected(store: Store, iteration: int) -> dict[int, int]:
@@ -365,7 +330,7 @@ def _balance_guard(config: Config, store: Store, iteration: int, offsets: dict[i
     )
 
 
-def _llm_stage(config: Config, store: Store, iteration: int) -> dict[str, Any]:
+def _llm_stage(run: StageRun) -> dict[str, Any]:
     """Relabel queued rows with the LLM (skipped, with its reason, when disabled or without a key).
 
     Runs before training so the members learn from the LLM's labels; resumable because every
@@ -373,58 +338,109 @@ def _llm_stage(config: Config, store: Store, iteration: int) -> dict[str, Any]:
     """
     from sentirefine.integrations.llm.relabel import relabel_stage
 
-    return _once(store, iteration, "llm", lambda: relabel_stage(config, store, iteration))
+    return relabel_stage(run.config, run.store, run.iteration)
 
 
-def _audit_stage(config: Config, store: Store, iteration: int) -> dict[str, Any]:
+def _train_stage(run: StageRun) -> dict[str, Any]:
+    """Every member in turn; each records its own ``train:<member>`` stage with its checkpoint."""
+    return train_members(run.config, run.store, run.iteration)
+
+
+def _evaluate_stage(run: StageRun) -> dict[str, Any]:
+    """Gold metrics, weights and temperatures of this iteration's members."""
+    evaluation = evaluate_members(run.config, run.store, run.iteration, run.pool)
+    crash_point("evaluate_end")
+    return evaluation
+
+
+def _audit_stage(run: StageRun) -> dict[str, Any]:
     """Label distribution, per-group bias flags and an LLM critique → reports/audit-iter-NNN.md."""
-    if not config.llm.audit:
-        return {}
     from sentirefine.reporting.audit import audit_stage
 
-    return _once(store, iteration, "audit", lambda: audit_stage(config, store, iteration))
+    return audit_stage(run.config, run.store, run.iteration)
 
 
-def _evaluate_stage(config: Config, store: Store, iteration: int, pool: EnsemblePool) -> dict[str, Any]:
-    """Gold metrics, weights and temperatures of this iteration's members."""
+def _snapshot_stage(run: StageRun) -> dict[str, Any]:
+    """DVC snapshot + git tag of the labels after this iteration."""
+    return snapshot(run.config, run.store, run.iteration, resolve_chunk_size(run.config.store))
 
-    def work() -> dict[str, Any]:
-        evaluation = evaluate_members(config, store, iteration, pool)
-        crash_point("evaluate_end")
-        return evaluation
 
-    return _once(store, iteration, "evaluate", work)
+def _track_stage(run: StageRun) -> dict[str, Any]:
+    """Log the iteration to MLflow and apply the registry gate."""
+    assert run.tracker is not None, "the track stage runs inside a command's session"
+    return run.tracker.log_iteration(run.store, run.iteration, run.metrics, run.results["train"])
+
+
+def _bootstrap_metrics(run: StageRun, evaluation: dict[str, Any]) -> None:
+    """Iteration 0's metrics, once it is evaluated (its seconds count training and evaluation)."""
+    run.metrics = IterationMetrics(
+        iteration=0, train_rows=run.store.count("train"), label_accuracy=run.store.reference_accuracy(),
+        training=_strip_history(run.results["train"]), evaluation=Evaluation.from_json(evaluation),
+        seconds=round(time.perf_counter() - run.started, 1),
+    )
+
+
+def _refined_metrics(run: StageRun, evaluation: dict[str, Any]) -> None:
+    """A refinement iteration's metrics, once it is evaluated; the later stages add their parts."""
+    run.metrics = _iteration_metrics(run.config, run.store, run.iteration, run.threshold,
+                                     run.results["train"], evaluation)
+    run.metrics.stage_seconds = run.timings  # the later stages' times join it as they run
+    run.metrics.llm = run.results["llm"]
+
+
+def _audit_fold(run: StageRun, info: dict[str, Any]) -> None:
+    run.metrics.audit = info
+
+
+def _snapshot_fold(run: StageRun, info: dict[str, Any]) -> None:
+    run.metrics.dataset_tag = info.get("tag")
+
+
+def _track_fold(run: StageRun, info: dict[str, Any]) -> None:
+    run.metrics.registry = info
+
+
+PREDICT = Stage("predict", _predict_stage, guard=_check_previous_spec, chunked=True)
+CORRECT = Stage("correct", _correct_stage, guard=_correct_guard, chunked=True)
+LLM = Stage("llm", _llm_stage)
+TRAIN = Stage("train", _train_stage, own_records=True)
+EVALUATE = Stage("evaluate", _evaluate_stage, fold=_refined_metrics)
+AUDIT = Stage("audit", _audit_stage, enabled=lambda config: config.llm.audit, fold=_audit_fold)
+SNAPSHOT = Stage("snapshot", _snapshot_stage, enabled=lambda config: config.versioning.enabled, fold=_snapshot_fold)
+TRACK = Stage("track", _track_stage, fold=_track_fold)
+
+# Bootstrap fits and evaluates; an iteration predicts, corrects and relabels before it does.
+BOOTSTRAP: tuple[Stage, ...] = (TRAIN, replace(EVALUATE, fold=_bootstrap_metrics), SNAPSHOT, TRACK)
+ITERATION: tuple[Stage, ...] = (PREDICT, CORRECT, LLM, TRAIN, EVALUATE, AUDIT, SNAPSHOT, TRACK)
 
 
 def _iteration_metrics(config: Config, store: Store, iteration: int, threshold: float,
-                       training: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
+                       training: dict[str, Any], evaluation: dict[str, Any]) -> IterationMetrics:
     """Convergence metrics and refinement statistics of a finished iteration."""
     n_train = store.count("train")
     corrected = _corrected(store, iteration)
     label_change_rate = store.changes_in_iteration(iteration) / max(1, n_train)
     model_change = {n: t["change_rate"] for n, t in training.items() if t.get("change_rate") is not None}
-    previous = [it for it in store.iterations() if it["iteration"] == iteration - 1]
     streak, converged = policy.convergence(label_change_rate, model_change, config.refine,
-                                           previous[0]["metrics"].get("quiet_streak", 0) if previous else 0)
-    queued = store.open_review_count()
-    return {
-        "iteration": iteration,
-        "threshold": threshold,
-        "class_offsets": _class_offsets(config, store, iteration),
-        "train_rows": n_train,
-        "corrected_to_0": corrected.get(0, 0),
-        "corrected_to_1": corrected.get(1, 0),
-        "label_change_rate": label_change_rate,
-        "model_change_rates": model_change,
-        "lexicon_change_rate": model_change.get("lexicon"),
-        "queued_low_confidence": queued.get("low_confidence", 0),
-        "frozen": store.conn.execute("SELECT count(*) FROM sentences WHERE frozen=1").fetchone()[0],
-        "label_accuracy": store.reference_accuracy(),
-        "quiet_streak": streak,
-        "converged": converged,
-        "training": _strip_history(training),
-        **evaluation,
-    }
+                                           _quiet_streak(store, iteration - 1))
+    return IterationMetrics(
+        iteration=iteration, threshold=threshold, class_offsets=_class_offsets(config, store, iteration),
+        train_rows=n_train, corrections=Corrections(corrected.get(0, 0), corrected.get(1, 0)),
+        convergence=Convergence(label_change_rate, model_change, model_change.get("lexicon"), streak, converged),
+        queued_low_confidence=store.open_review_count().get("low_confidence", 0),
+        frozen=store.conn.execute("SELECT count(*) FROM sentences WHERE frozen=1").fetchone()[0],
+        label_accuracy=store.reference_accuracy(), training=_strip_history(training),
+        evaluation=Evaluation.from_json(evaluation),
+    )
+
+
+def _quiet_streak(store: Store, iteration: int) -> int:
+    """Quiet iterations in a row up to ``iteration`` (0 before any, or for the bootstrap)."""
+    previous = [it for it in iteration_rows(store) if it.iteration == iteration]
+    if not previous or previous[0].metrics is None:
+        return 0
+    streak = previous[0].metrics.convergence.quiet_streak
+    return 0 if streak is None else streak
 
 
 def _strip_history(training: dict[str, Any]) -> dict[str, Any]:

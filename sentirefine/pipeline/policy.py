@@ -88,28 +88,31 @@ def candidates(rows: Sequence[tuple], iteration: int, refine: RefineConfig,
                offsets: Mapping[int, float] | None = None) -> list[int]:
     """Sids that would change label this iteration (their flip counts are needed to decide)."""
     return [
-        sid for sid, current, predicted, conf, frozen in rows
-        if not frozen and predicted != current and conf >= refine.threshold.at(iteration, predicted, offsets)
+        sid for sid, current, predicted, conf, lock in rows
+        if not lock and predicted != current and conf >= refine.threshold.at(iteration, predicted, offsets)
     ]
 
 
 def decide(
-    rows: Sequence[tuple[int, int, int, float, int]],
+    rows: Sequence[tuple[int, int, int, float, str | None]],
     *,
     iteration: int,
     refine: RefineConfig,
     flip_counts: dict[int, int],
     offsets: Mapping[int, float] | None = None,
 ) -> Decision:
-    """Turn one chunk of (sid, current, predicted, confidence, frozen) into label decisions.
+    """Turn one chunk of (sid, current, predicted, confidence, lock) into label decisions.
+
+    ``lock`` ('human', 'frozen' or None, from ``Store.iter_predictions``): a locked row is left
+    alone and counted as ``skipped_human`` or ``skipped_frozen``.
 
     ``offsets``: the class offsets in force (:func:`class_offsets`); ``per_class`` when not given.
     """
     out = Decision()
-    for sid, current, predicted, conf, frozen in rows:
+    for sid, current, predicted, conf, lock in rows:
         out.stats["scanned"] += 1
-        if frozen:
-            out.stats["skipped_frozen"] += 1
+        if lock:
+            out.stats[f"skipped_{lock}"] += 1
             continue
         if predicted != current and conf >= refine.threshold.at(iteration, predicted, offsets):
             if flip_counts.get(sid, 0) >= refine.max_flips:

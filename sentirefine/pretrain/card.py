@@ -8,7 +8,6 @@ and the MLM loss curve, for the summary, the MLflow run and whoever picks the ch
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 from torch import nn
 
 from sentirefine.config import PretrainConfig
+from sentirefine.files.atomic import atomic_directory
 from sentirefine.pretrain.state import Progress
 
 CARD = "pretrain_card.json"
@@ -48,15 +48,8 @@ def make_card(params: PretrainConfig, source: Path | None, corpus: dict[str, Any
 
 def write_output(out: Path, model: nn.Module, tokenizer: Any, card: dict[str, Any]) -> None:
     """Model, tokenizer and card, swapped in atomically: the BERT member never sees half of one."""
-    tmp, old = out.with_name(out.name + ".tmp"), out.with_name(out.name + ".old")
-    for leftover in (tmp, old):
-        shutil.rmtree(leftover, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
-    tokenizer.model_max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
-    tokenizer.save_pretrained(tmp)
-    (tmp / CARD).write_text(json.dumps(card, ensure_ascii=False, indent=1), encoding="utf-8")
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_directory(out) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.model_max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
+        tokenizer.save_pretrained(tmp)
+        (tmp / CARD).write_text(json.dumps(card, ensure_ascii=False, indent=1), encoding="utf-8")

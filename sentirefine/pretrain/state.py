@@ -8,7 +8,6 @@ from the last checkpoint with the same random state, and ends where an uninterru
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from torch import nn
 from sentirefine.config import Config
 from sentirefine.errors import ConfigError
 from sentirefine.faults import crash_point
+from sentirefine.files.atomic import atomic_directory
 from sentirefine.pretrain.mlm import new_model
 
 STATE, TRAINER = "state", "trainer.pt"
@@ -48,23 +48,13 @@ def state_signature(config: Config, source: Path | None) -> dict[str, Any]:
 def save_state(work: Path, model: nn.Module, optimizer: torch.optim.Optimizer, progress: Progress,
                generator: torch.Generator, signature: dict[str, Any]) -> None:
     """Write the state to ``state.tmp`` and swap it in by renames: a kill never leaves half a state."""
-    final, tmp, old = work / STATE, work / f"{STATE}.tmp", work / f"{STATE}.old"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp / "model")
-    torch.save({"progress": progress.__dict__, "optimizer": optimizer.state_dict(),
-                "rng_torch": torch.get_rng_state(), "rng_mask": generator.get_state(),
-                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "signature": signature}, tmp / TRAINER)
-    crash_point("pretrain_checkpoint")
-    if final.exists():
-        if old.exists():
-            shutil.rmtree(old)
-        final.rename(old)
-    tmp.rename(final)
-    if old.exists():
-        shutil.rmtree(old)
+    with atomic_directory(work / STATE) as tmp:
+        model.save_pretrained(tmp / "model")
+        torch.save({"progress": progress.__dict__, "optimizer": optimizer.state_dict(),
+                    "rng_torch": torch.get_rng_state(), "rng_mask": generator.get_state(),
+                    "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                    "signature": signature}, tmp / TRAINER)
+        crash_point("pretrain_checkpoint")
 
 
 def saved_state_dir(work: Path) -> Path | None:

@@ -34,7 +34,7 @@ _JAMO_SLANG = re.compile(r"[ㄱ-ㅎㅏ-ㅣ]{2,}")  # ㅋㅋ, ㅎㅎ, ㅠㅠ, ㄷ
 LENGTH_BUCKETS = ((0, 15, "length<15"), (15, 40, "length 15-39"), (40, 80, "length 40-79"), (80, 10**9, "length 80+"))
 
 
-def report_path(config: Config, iteration: int) -> Path:
+def audit_path(config: Config, iteration: int) -> Path:
     return config.workspace / "reports" / f"audit-iter-{iteration:03d}.md"
 
 
@@ -44,7 +44,7 @@ def audit_stage(config: Config, store: Store, iteration: int) -> dict[str, Any]:
     groups = group_rates(frame, config.llm.bias_top_groups)
     flags = bias_flags(groups, frame, config.llm.bias_min_rows, config.llm.bias_ratio)
     critique = run_critique(config, store, iteration)
-    path = report_path(config, iteration)
+    path = audit_path(config, iteration)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as out:  # a symlink at the report is replaced, never followed
         out.write(render(iteration, store, frame, groups, flags, critique))

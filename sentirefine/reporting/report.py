@@ -20,6 +20,7 @@ from typing import Any
 
 from sentirefine.config import Config
 from sentirefine.data import queries
+from sentirefine.data.records import IterationMetrics, IterationRow, iteration_rows
 from sentirefine.data.store import Store
 from sentirefine.errors import UsageError
 from sentirefine.figures import confusion_figure, pyplot
@@ -67,7 +68,7 @@ def write_report(config: Config, store: Store, out: Path | None = None) -> Path:
 
 def render_report(config: Config, store: Store) -> str:
     """The whole HTML document as a string."""
-    its = [it for it in store.iterations() if it["finished_at"]]
+    its = [it for it in iteration_rows(store) if it.finished_at]
     members = list(config.models.order)
     rows = config.report.table_rows
     body = [
@@ -86,68 +87,77 @@ def render_report(config: Config, store: Store) -> str:
 
 
 # -- sections ----------------------------------------------------------------------------------
-def _overview(config: Config, store: Store, its: list[dict[str, Any]]) -> str:
-    last = its[-1]["metrics"] if its else {}
+def _measured(it: IterationRow) -> IterationMetrics:
+    """A finished iteration's metrics (empty ones for a row that holds none)."""
+    return it.metrics or IterationMetrics(iteration=it.iteration)
+
+
+def _overview(config: Config, store: Store, its: list[IterationRow]) -> str:
+    last = _measured(its[-1]) if its else IterationMetrics(iteration=0)
     queue = store.open_review_count()
     human = queries.human_label_count(store)
     facts = [
         ("generated", datetime.now(UTC).isoformat(timespec="seconds")),
         ("train rows", store.count("train")), ("gold rows", store.count("gold")),
         ("train labels now", store.label_counts("train")),
-        ("finished iterations", f"{len(its)} (last: {its[-1]['iteration']})" if its else "none"),
-        ("converged", "yes" if last.get("converged") else "no"),
-        ("ensemble gold accuracy", _num(last.get("ensemble", {}).get("accuracy"))),
+        ("finished iterations", f"{len(its)} (last: {its[-1].iteration})" if its else "none"),
+        ("converged", "yes" if last.convergence.converged else "no"),
+        ("ensemble gold accuracy", _num(last.evaluation.accuracy("ensemble"))),
         ("open review queue", ", ".join(f"{k}: {v}" for k, v in queue.items()) or "empty"),
         ("human labels", human),
     ]
     return _table(["", ""], [[k, v] for k, v in facts], id_="overview")
 
 
-def _plots(config: Config, store: Store, its: list[dict[str, Any]], members: list[str]) -> str:
+def _plots(config: Config, store: Store, its: list[IterationRow], members: list[str]) -> str:
     if not its:
         return _note("no finished iteration yet: run `sentirefine bootstrap` / `refine`")
-    refined = [it for it in its if it["iteration"] > 0]
-    x = [it["iteration"] for it in refined]
+    refined = [it for it in its if it.iteration > 0]
+    x = [it.iteration for it in refined]
     figs = []
     if refined:
-        series = {"label change rate": [it["metrics"].get("label_change_rate") for it in refined],
-                  "lexicon change rate": [it["metrics"].get("lexicon_change_rate") for it in refined]}
+        series = {"label change rate": [_measured(it).convergence.label_change_rate for it in refined],
+                  "lexicon change rate": [_measured(it).convergence.lexicon_change_rate for it in refined]}
         bounds = {"label bound": config.refine.label_change_bound,
                   "lexicon bound": config.refine.lexicon_change_bound}
         figs.append(_figure(_line_plot(x, series, "change rate", bounds), "Label and lexicon change rate"))
-        figs.append(_figure(_line_plot(x, {"threshold": [it["threshold"] for it in refined]}, "threshold"),
+        figs.append(_figure(_line_plot(x, {"threshold": [it.threshold for it in refined]}, "threshold"),
                             "Correction threshold"))
         figs.append(_figure(_source_bars(store, x), "Corrections by source"))
-    acc = {n: [it["metrics"].get("members", {}).get(n, {}).get("accuracy") for it in its] for n in members}
-    acc["ensemble"] = [it["metrics"].get("ensemble", {}).get("accuracy") for it in its]
-    if any(it["metrics"].get("label_accuracy") is not None for it in its):
-        acc["train labels vs truth"] = [it["metrics"].get("label_accuracy") for it in its]
-    figs.append(_figure(_line_plot([it["iteration"] for it in its], acc, "accuracy"), "Gold accuracy"))
+    measured = [_measured(it) for it in its]
+    acc = {n: [m.evaluation.accuracy(n) for m in measured] for n in [*members, "ensemble"]}
+    if any(m.label_accuracy is not None for m in measured):
+        acc["train labels vs truth"] = [m.label_accuracy for m in measured]
+    figs.append(_figure(_line_plot([it.iteration for it in its], acc, "accuracy"), "Gold accuracy"))
     return "\n".join(figs)
 
 
-def _iteration_table(its: list[dict[str, Any]], members: list[str]) -> str:
+def _iteration_table(its: list[IterationRow], members: list[str]) -> str:
     head = ["iter", "threshold", "to 0", "to 1", "label chg", "lexicon chg", "queued", "frozen", "label acc",
             *members, "ensemble", "converged"]
     body = []
     for it in its:
-        m = it["metrics"]
-        body.append([it["iteration"], _num(it["threshold"], ".2f"), m.get("corrected_to_0", "-"),
-                     m.get("corrected_to_1", "-"), _num(m.get("label_change_rate")),
-                     _num(m.get("lexicon_change_rate")), m.get("queued_low_confidence", "-"), m.get("frozen", "-"),
-                     _num(m.get("label_accuracy")),
-                     *[_num(m.get("members", {}).get(n, {}).get("accuracy")) for n in members],
-                     _num(m.get("ensemble", {}).get("accuracy")), "yes" if m.get("converged") else ""])
+        m = _measured(it)
+        body.append([it.iteration, _num(it.threshold, ".2f"), _or_dash(m.corrections.to_0),
+                     _or_dash(m.corrections.to_1), _num(m.convergence.label_change_rate),
+                     _num(m.convergence.lexicon_change_rate), _or_dash(m.queued_low_confidence), _or_dash(m.frozen),
+                     _num(m.label_accuracy), *[_num(m.evaluation.accuracy(n)) for n in members],
+                     _num(m.evaluation.accuracy("ensemble")), "yes" if m.convergence.converged else ""])
     return _table(head, body, id_="iterations")
 
 
-def _confusions(its: list[dict[str, Any]], members: list[str]) -> str:
+def _or_dash(value: Any) -> Any:
+    """A count as recorded, or a dash where the iteration did not record it (the bootstrap)."""
+    return "-" if value is None else value
+
+
+def _confusions(its: list[IterationRow], members: list[str]) -> str:
     if not its:
         return _note("no evaluation yet")
-    m = its[-1]["metrics"]
-    found = [(n, m.get("members", {}).get(n, {}).get("confusion")) for n in members]
-    found.append(("ensemble", m.get("ensemble", {}).get("confusion")))
-    figs = [_figure(_confusion_plot(matrix, name), f"{name}, iteration {its[-1]['iteration']}")
+    evaluation = _measured(its[-1]).evaluation
+    golds = [(n, evaluation.members.get(n)) for n in members] + [("ensemble", evaluation.ensemble)]
+    found = [(name, gold.confusion if gold is not None else None) for name, gold in golds]
+    figs = [_figure(_confusion_plot(matrix, name), f"{name}, iteration {its[-1].iteration}")
             for name, matrix in found if matrix]
     return "\n".join(figs) or _note("no confusion counts recorded")
 
@@ -170,8 +180,8 @@ def _frozen_rows(store: Store, limit: int) -> str:
     return f"<p>{total} row(s) in all.</p>" + _table(head, body, id_="frozen")
 
 
-def _llm_usage(its: list[dict[str, Any]]) -> str:
-    usage = [(it["iteration"], it["metrics"]["llm"]) for it in its if isinstance(it["metrics"].get("llm"), dict)]
+def _llm_usage(its: list[IterationRow]) -> str:
+    usage = [(it.iteration, m.llm) for it in its if isinstance((m := _measured(it)).llm, dict)]
     if not usage:
         return _note("no LLM usage recorded")
     keys = list(dict.fromkeys(k for _, u in usage for k in u if k != "skip_reason"))  # the stage's own order
@@ -181,21 +191,20 @@ def _llm_usage(its: list[dict[str, Any]]) -> str:
     return _table(["iter", *keys], body, id_="llm") + notes
 
 
-def _bias_flags(its: list[dict[str, Any]]) -> str:
-    audited = [it for it in its if isinstance(it["metrics"].get("audit"), dict)]
+def _bias_flags(its: list[IterationRow]) -> str:
+    audited = [(it, m.audit) for it in its if isinstance((m := _measured(it)).audit, dict)]
     if not audited:
         return _note("no bias audit")
-    it = audited[-1]
-    audit = it["metrics"]["audit"]
+    it, audit = audited[-1]
     flags = audit.get("flags") or []
     where = f" (details: {html.escape(str(audit['path']))})" if audit.get("path") else ""
     critique = _note(f"LLM critique: {audit['critique']}") if audit.get("critique") else ""
     if not flags:
-        return _note(f"bias audit of iteration {it['iteration']}: no group flagged{where}") + critique
+        return _note(f"bias audit of iteration {it.iteration}: no group flagged{where}") + critique
     body = [[_Text(str(f.get("group"))), f.get("rows", "-"), _num(f.get("correction_rate")),
              _num(f.get("overall_rate")), _num(f.get("ratio"), ".2f")] for f in flags]
     head = ["group", "rows", "correction rate", "overall rate", "ratio"]
-    return (f"<p class=\"flag\">{len(flags)} group(s) flagged in iteration {it['iteration']}{where}</p>"
+    return (f"<p class=\"flag\">{len(flags)} group(s) flagged in iteration {it.iteration}{where}</p>"
             + _table(head, body, id_="bias") + critique)
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+from sentirefine.data.records import IterationMetrics, IterationRow
 
 
 def _fmt(value: Any, spec: str = ".3f") -> str:
@@ -13,23 +16,24 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
     return format(value, spec) if isinstance(value, float) else str(value)
 
 
-def iterations_table(iterations: list[dict[str, Any]], members: list[str]) -> str:
-    """Per-iteration table: threshold, corrections, change rates, label and gold accuracy."""
+def iterations_table(iterations: Sequence[dict[str, Any]], members: list[str]) -> str:
+    """Per-iteration table: threshold, corrections, change rates, label and gold accuracy.
+
+    ``iterations``: rows as :meth:`Store.iterations` returns them (an unfinished one shows dashes).
+    """
     head = ["iter", "threshold", "corrected", "label_chg", "lexicon_chg", "label_acc", *members, "ensemble"]
     lines = [head]
-    for it in iterations:
-        m = it.get("metrics", it)
-        gold = m.get("members", {})
-        corrected = (m.get("corrected_to_0", 0) or 0) + (m.get("corrected_to_1", 0) or 0)
+    for row in map(IterationRow.from_row, iterations):
+        m = row.metrics or IterationMetrics(iteration=0)
         lines.append([
-            str(m.get("iteration", it.get("iteration"))),
-            _fmt(m.get("threshold"), ".2f"),
-            str(corrected) if m.get("iteration", 0) else "-",
-            _fmt(m.get("label_change_rate"), ".4f"),
-            _fmt(m.get("lexicon_change_rate"), ".4f"),
-            _fmt(m.get("label_accuracy"), ".4f"),
-            *[_fmt(gold.get(n, {}).get("accuracy"), ".4f") for n in members],
-            _fmt(m.get("ensemble", {}).get("accuracy"), ".4f"),
+            str(row.iteration if row.metrics is None else m.iteration),
+            _fmt(m.threshold, ".2f"),
+            str(m.corrections.total) if m.iteration else "-",
+            _fmt(m.convergence.label_change_rate, ".4f"),
+            _fmt(m.convergence.lexicon_change_rate, ".4f"),
+            _fmt(m.label_accuracy, ".4f"),
+            *[_fmt(m.evaluation.accuracy(n), ".4f") for n in members],
+            _fmt(m.evaluation.accuracy("ensemble"), ".4f"),
         ])
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
     text = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in lines]

@@ -43,10 +43,12 @@ def test_decide_threshold_oscillation_and_queue():
         (2, 0, 1, 0.79, 0),  # below threshold -> untouched
         (3, 1, 1, 0.55, 0),  # low confidence -> queued
         (4, 0, 1, 0.99, 0),  # already flipped once -> oscillation, frozen
-        (5, 0, 1, 0.99, 1),  # frozen rows are never touched
+        (5, 0, 1, 0.99, "frozen"),  # frozen rows are never touched
+        (6, 0, 1, 0.99, "human"),  # nor are a person's labels, counted apart
     ]
     d = decide(rows, iteration=1, refine=refine, flip_counts={4: 1})
     assert [(c.sid, c.old_label, c.new_label) for c in d.changes] == [(1, 0, 1)]
+    assert (d.stats["skipped_frozen"], d.stats["skipped_human"]) == (1, 1)
     assert d.freeze == [4]
     assert sorted((q[0], q[2]) for q in d.queue) == [(3, "low_confidence"), (4, "oscillation")]
     # In iteration 3 the threshold is 0.9: row 1 still qualifies, at 0.95 (iteration 4) it does not.

@@ -87,8 +87,8 @@ def test_automatic_sources_never_override_a_human_label(store):
     store.apply_human_labels([(2, 0)], iteration=1)  # t1: 1 -> 0 by a person
     assert store.apply_labels([LabelChange(2, 0, 1, 0.99)], iteration=2, source="ensemble") == 0
     assert store.apply_labels([LabelChange(2, 0, 1, 0.99)], iteration=2, source="llm") == 0
-    locked = {sid: flag for sid, *_, flag in next(store.iter_predictions(1, 100))}
-    assert locked[2] == 1 and locked[3] == 0  # the policy sees the human row as locked
+    locks = {sid: lock for sid, *_, lock in next(store.iter_predictions(1, 100))}
+    assert locks[2] == "human" and locks[3] is None  # the policy sees the human row as locked, and why
     assert store.conn.execute("SELECT current_label FROM sentences WHERE sid=2").fetchone()[0] == 0
 
 
