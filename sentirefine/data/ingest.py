@@ -148,7 +148,7 @@ class _SeenIds:
 class _RowParser:
     """Maps records to validated rows, naming the first problem of each bad one."""
 
-    def __init__(self, header: list[str], path: Path, max_chars: int) -> None:
+    def __init__(self, header: list[str], path: Path, max_chars: int, *, legacy_ids: bool = False) -> None:
         names = [h.strip().lower() for h in header]
         self.width = len(names)
         self.i_text = next((names.index(c) for c in TEXT_COLUMNS if c in names), None)
@@ -161,7 +161,9 @@ class _RowParser:
                 hint="use NSMC format 'id<TAB>document<TAB>label' or a CSV with 'text,label' header",
             )
         self.path, self.max_chars = path, max_chars
-        self.id_prefix = None if self.i_id is not None else f"{path.name}@{_digest(path)}"
+        # Id-less rows: "<name>@<digest>:<line>"; a store that already holds this file's rows under the
+        # earlier "<name>:<line>" ids keeps them, so re-importing the file stays a no-op.
+        self.id_prefix = None if self.i_id is not None else path.name if legacy_ids else f"{path.name}@{_digest(path)}"
 
     def parse(self, record: Record) -> _Parsed | tuple[str, str]:
         """A valid row, or (reason, detail) of why it is rejected."""
@@ -185,6 +187,12 @@ class _RowParser:
             return "empty id", ""
         group = normalise(fields[self.i_group]) if self.i_group is not None else None
         return _Parsed(record.line, row_id, text, int(label), group or None, record.raw)
+
+
+def _has_legacy_ids(conn, path: Path) -> bool:
+    """Whether this file's id-less rows were imported before ids carried the file's digest."""
+    pattern = path.name.replace("[", "[[]").replace("*", "[*]").replace("?", "[?]") + ":[0-9]*"
+    return conn.execute("SELECT 1 FROM sentences WHERE id GLOB ? LIMIT 1", (pattern,)).fetchone() is not None
 
 
 def _digest(path: Path) -> str:
@@ -282,7 +290,7 @@ def _import_rows(conn, job: ImportJob, report: ImportReport, rejects: IO[str] | 
                  max_chars: int, batch: int) -> None:
     """Validate and insert every record of ``job.path`` inside the caller's transaction."""
     header, _, records = read_records(job.path, max_chars=max_chars)
-    parser = _RowParser(header, job.path, max_chars)
+    parser = _RowParser(header, job.path, max_chars, legacy_ids=_has_legacy_ids(conn, job.path))
     seen, rng = _SeenIds(conn), random.Random(job.noise_seed)
 
     def flush(rows: list[_Parsed]) -> None:

@@ -246,3 +246,16 @@ def test_file_is_read_the_same_from_any_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(elsewhere)
     assert invoke(tmp_path / "ws", "import", os.path.relpath(data, elsewhere)).exit_code == 0
     assert rows_of(tmp_path / "ws") == [("1", "좋다", 1)]
+
+
+def test_an_idless_file_imported_under_the_earlier_id_scheme_reimports_as_a_no_op(tmp_path):
+    """Workspaces made before ids carried the file digest hold "<name>:<line>" ids: no duplicates on re-import."""
+    data = tmp_path / "data.csv"
+    data.write_text("text,label\n좋다,1\n싫다,0\n", encoding="utf-8")
+    ws = tmp_path / "ws"
+    assert invoke(ws, "import", str(data)).exit_code == 0
+    with Store(ws / "sentences.db") as store, store.transaction() as conn:  # as an older version wrote them
+        conn.execute("UPDATE sentences SET id = 'data.csv:' || substr(id, instr(id, ':') + 1)")
+    again = invoke(ws, "import", str(data))
+    assert again.exit_code == 0 and "inserted 0, already present 2" in again.output
+    assert [i for i, _, _ in rows_of(ws)] == ["data.csv:2", "data.csv:3"]
