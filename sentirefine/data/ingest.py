@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from sentirefine.data.sqlbatch import select_in
+from sentirefine.data import store_import
 from sentirefine.data.store import Store, utcnow
 from sentirefine.errors import InputDataError
 from sentirefine.faults import crash_point
@@ -118,33 +118,6 @@ class _Parsed:
     raw: str  # the record as read, for the rejects file should the id turn out to be a duplicate
 
 
-class _SeenIds:
-    """The ids this import has taken so far, with their line numbers, in a SQLite temp table.
-
-    A dict of them would grow with the file (≈130 B an id: +36 MB from 200k to 480k rows,
-    ``bench memory``); SQLite pages the temp table, so import memory stays flat.
-    """
-
-    def __init__(self, conn) -> None:
-        self.conn = conn
-        conn.execute("CREATE TEMP TABLE IF NOT EXISTS import_seen (id TEXT PRIMARY KEY, line INTEGER NOT NULL)")
-        conn.execute("DELETE FROM temp.import_seen")
-
-    def claim(self, rows: list[_Parsed]) -> tuple[list[_Parsed], list[tuple[_Parsed, int]]]:
-        """Split ``rows`` (in line order) into first occurrences and duplicates (with the first line)."""
-        first = dict(select_in(self.conn, "SELECT id, line FROM temp.import_seen WHERE id IN ({marks})",
-                               [r.id for r in rows]))
-        fresh, duplicates = [], []
-        for r in rows:
-            if r.id in first:
-                duplicates.append((r, first[r.id]))
-            else:
-                first[r.id] = r.line
-                fresh.append(r)
-        self.conn.executemany("INSERT INTO temp.import_seen (id, line) VALUES (?, ?)", [(r.id, r.line) for r in fresh])
-        return fresh, duplicates
-
-
 class _RowParser:
     """Maps records to validated rows, naming the first problem of each bad one."""
 
@@ -192,7 +165,7 @@ class _RowParser:
 def _has_legacy_ids(conn, path: Path) -> bool:
     """Whether this file's id-less rows were imported before ids carried the file's digest."""
     pattern = path.name.replace("[", "[[]").replace("*", "[*]").replace("?", "[?]") + ":[0-9]*"
-    return conn.execute("SELECT 1 FROM sentences WHERE id GLOB ? LIMIT 1", (pattern,)).fetchone() is not None
+    return store_import.has_id_matching(conn, pattern)
 
 
 def _digest(path: Path) -> str:
@@ -291,7 +264,7 @@ def _import_rows(conn, job: ImportJob, report: ImportReport, rejects: IO[str] | 
     """Validate and insert every record of ``job.path`` inside the caller's transaction."""
     header, _, records = read_records(job.path, max_chars=max_chars)
     parser = _RowParser(header, job.path, max_chars, legacy_ids=_has_legacy_ids(conn, job.path))
-    seen, rng = _SeenIds(conn), random.Random(job.noise_seed)
+    seen, rng = store_import.SeenIds(conn), random.Random(job.noise_seed)
 
     def flush(rows: list[_Parsed]) -> None:
         fresh, duplicates = seen.claim(rows)
@@ -349,8 +322,7 @@ def _insert(conn, rows: list[_Parsed], job: ImportJob, report: ImportReport, rej
     """Insert a batch; ids already in the DB must hold identical content (idempotent re-import)."""
     if not rows:
         return
-    existing = {r[0]: r[1:] for r in select_in(
-        conn, "SELECT id, text, original_label, split FROM sentences WHERE id IN ({marks})", [r.id for r in rows])}
+    existing = store_import.stored_content(conn, [r.id for r in rows])
     fresh: list[tuple] = []
     truth: list[tuple[str, int]] = []
     now, noisy = utcnow(), _noisy(job.noise_rate) and job.split == "train"
@@ -365,16 +337,9 @@ def _insert(conn, rows: list[_Parsed], job: ImportJob, report: ImportReport, rej
         if noisy:
             truth.append((r.id, r.label))
         fresh.append((r.id, r.text, label, label, now, job.split, r.group))
-    conn.executemany(
-        "INSERT INTO sentences (id, text, original_label, current_label, label_last_updated, split, group_key) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        fresh,
-    )
+    store_import.insert_sentences(conn, fresh)
     if truth:
-        conn.executemany(
-            "INSERT OR REPLACE INTO reference_labels (sid, label) SELECT sid, ? FROM sentences WHERE id = ?",
-            [(label, rid) for rid, label in truth],
-        )
+        store_import.insert_reference_labels(conn, truth)
     report.inserted += len(fresh)
 
 

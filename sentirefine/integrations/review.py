@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sentirefine.data import queries
+from sentirefine.data import store_queries as queries
 from sentirefine.data.store import Store
 from sentirefine.errors import InputDataError
 from sentirefine.faults import crash_point

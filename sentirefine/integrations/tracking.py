@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from sentirefine.config import Config
-from sentirefine.data import queries
+from sentirefine.data import store_queries as queries
 from sentirefine.data.records import GoldMetrics, IterationMetrics
 from sentirefine.data.store import Store
 from sentirefine.data.workspace import iteration_dir

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sentirefine.config import Config
-from sentirefine.data import queries
+from sentirefine.data import store_queries as queries
 from sentirefine.data.store import Store
 from sentirefine.errors import SentirefineError
 from sentirefine.faults import crash_point

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from sentirefine.config import Config
-from sentirefine.data import queries
+from sentirefine.data import store_queries as queries
 from sentirefine.data.store import Store
 from sentirefine.files.atomic import atomic_write
 from sentirefine.logs import log_event
@@ -56,12 +56,7 @@ def audit_stage(config: Config, store: Store, iteration: int) -> dict[str, Any]:
 
 def load_rows(store: Store, iteration: int) -> pd.DataFrame:
     """One row per train sentence: length, slang/profanity flags, group, corrected?, disagreement."""
-    frame = pd.read_sql_query(
-        "SELECT s.sid, s.text, s.original_label, s.current_label, s.label_source, s.group_key, "
-        "p.predicted, p.confidence, r.label AS reference FROM sentences s "
-        "LEFT JOIN predictions p ON p.sid = s.sid AND p.iteration = ? "
-        "LEFT JOIN reference_labels r ON r.sid = s.sid WHERE s.split = 'train'",
-        store.conn, params=(iteration,))
+    frame = queries.train_rows_frame(store, iteration)
     frame["length"] = frame["text"].str.len()
     frame["profanity"] = frame["text"].str.contains(_PROFANITY)
     frame["jamo_slang"] = frame["text"].str.contains(_JAMO_SLANG)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sentirefine.config import Config
-from sentirefine.data import queries
+from sentirefine.data import store_queries as queries
 from sentirefine.data.records import IterationMetrics, IterationRow, iteration_rows
 from sentirefine.data.store import Store
 from sentirefine.errors import UsageError

@@ -3,8 +3,8 @@
 * no import cycle among the modules, counting imports inside functions;
 * a folder imports only from the folders listed above it in the README (and the single
   modules at the top of the package);
-* SQL on the store is written only in ``data/`` (a ratchet: the few modules still holding
-  some are listed, and the list may only shrink);
+* SQL on the store is written only in the store's modules, ``data/store*.py`` (a ratchet: the
+  few modules still holding some are listed, and the list may only shrink);
 * no function is longer than 50 lines.
 """
 
@@ -19,9 +19,9 @@ PACKAGE = Path(__file__).resolve().parents[2] / "sentirefine"
 FOLDERS = ("files", "data", "models", "ensemble", "integrations", "pretrain", "reporting", "pipeline")
 SINGLE_MODULES = {"config", "errors", "logs", "faults", "figures"}
 TOP = {"cli", "__main__", "serving", "demo"}  # the command line and the old serving path sit above everything
-# Modules that still run SQL on the store outside data/ (issue 26 moves them into the store). May only shrink.
+# Modules that still hold SQL on the store outside data/store*.py (issue 26 moves it there). May only shrink.
 SQL_STILL_OUTSIDE = {"pipeline/loop.py", "pipeline/train.py", "ensemble/crossfit.py"}
-SQL_CALL = re.compile(r"\.(execute|executemany|executescript)\(|\bselect_in\(")
+SQL_CALL = re.compile(r"\.(execute|executemany|executescript)\(|\bselect_in\(|read_sql")
 
 
 def _modules() -> dict[str, Path]:
@@ -109,16 +109,18 @@ def test_each_folder_imports_only_from_those_below_it():
     assert wrong == []
 
 
-def test_sql_on_the_store_is_written_in_data_only():
+def test_sql_on_the_store_is_written_in_the_store_modules_only():
     outside = set()
     for path in PACKAGE.rglob("*.py"):
         rel = path.relative_to(PACKAGE).as_posix()
-        if rel.startswith("data/") or rel == "integrations/llm/cache.py":  # the LLM cache is its own database
+        # sqlbatch runs the SQL it is given; the LLM cache is its own database, not the store
+        if rel.startswith("data/store") or rel in ("data/sqlbatch.py", "integrations/llm/cache.py"):
             continue
         if SQL_CALL.search(path.read_text(encoding="utf-8")):
             outside.add(rel)
-    assert outside <= SQL_STILL_OUTSIDE, f"new SQL outside data/: {sorted(outside - SQL_STILL_OUTSIDE)}"
-    assert outside == SQL_STILL_OUTSIDE, f"moved into data/, drop from the list: {sorted(SQL_STILL_OUTSIDE - outside)}"
+    assert outside <= SQL_STILL_OUTSIDE, f"new SQL outside the store: {sorted(outside - SQL_STILL_OUTSIDE)}"
+    moved = sorted(SQL_STILL_OUTSIDE - outside)
+    assert outside == SQL_STILL_OUTSIDE, f"moved into the store, drop from the list: {moved}"
 
 
 def test_no_function_is_longer_than_50_lines():

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sentirefine.config import Config
-from sentirefine.data import queries
-from sentirefine.data.queries import Queued
+from sentirefine.data import store_queries as queries
 from sentirefine.data.store import LABELS, LabelChange, Store
+from sentirefine.data.store_queries import Queued
 from sentirefine.integrations.llm.cache import AnswerCache, cache_key
 from sentirefine.integrations.llm.client import (
     KEY_VARIABLES,

@@ -9,10 +9,13 @@ rollback or restore undid stay in the table for audit but are not corrections an
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from sentirefine.data.sqlbatch import keyset_chunks, select_in
 from sentirefine.data.store import Store
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class Correction(NamedTuple):
@@ -184,3 +187,15 @@ def sentence_columns(store: Store, columns: Sequence[str], chunk_size: int) -> I
     sql = f"SELECT sid, {', '.join(columns)} FROM sentences WHERE sid > ? ORDER BY sid LIMIT ?"
     for batch in keyset_chunks(store.conn, sql, (), chunk_size):
         yield [r[1:] for r in batch]
+
+
+def train_rows_frame(store: Store, iteration: int) -> pd.DataFrame:
+    """Every train row with its ``iteration`` prediction and known-true label, as a DataFrame (the audit)."""
+    import pandas as pd
+
+    return pd.read_sql_query(
+        "SELECT s.sid, s.text, s.original_label, s.current_label, s.label_source, s.group_key, "
+        "p.predicted, p.confidence, r.label AS reference FROM sentences s "
+        "LEFT JOIN predictions p ON p.sid = s.sid AND p.iteration = ? "
+        "LEFT JOIN reference_labels r ON r.sid = s.sid WHERE s.split = 'train'",
+        store.conn, params=(iteration,))
