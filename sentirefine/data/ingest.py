@@ -35,13 +35,12 @@ from sentirefine.data.store import Store, utcnow
 from sentirefine.errors import InputDataError
 from sentirefine.faults import crash_point
 from sentirefine.files.atomic import atomic_write
-from sentirefine.files.tabular import Record, read_records
+from sentirefine.files.tabular import TEXT_COLUMNS, Record, read_records
 from sentirefine.files.userfile import check_readable, sniff_encoding
 from sentirefine.logs import log_event
 
 log = logging.getLogger(__name__)
 
-TEXT_COLUMNS = ("document", "text", "sentence", "review")
 GROUP_COLUMNS = ("movie_id", "group", "group_key")
 EXAMPLES_PER_REASON = 3
 MAX_EXAMPLES = 10
@@ -219,11 +218,12 @@ def import_files(store: Store, jobs: Sequence[ImportJob], *, rejects_dir: Path, 
             for job, report in zip(jobs, reports, strict=True):
                 _import_strict(conn, job, report, max_chars=max_chars, batch=batch, files=len(jobs))
                 crash_point("import_strict_file_done")
+        for report in reports:
+            report.committed = True
     else:
         for job, report in zip(jobs, reports, strict=True):
             _import_one(store, job, report, reports, rejects_dir=rejects_dir, max_chars=max_chars, batch=batch)
     for report in reports:
-        report.committed = True
         log_event(log, "import_done", path=str(report.path), split=report.split, read=report.read,
                   inserted=report.inserted, already_present=report.already_present, rejected=report.rejected,
                   reasons=report.reasons, noise_flipped=report.noise_flipped)

@@ -24,6 +24,8 @@ from pathlib import Path
 from sentirefine.errors import InputDataError
 from sentirefine.files.userfile import Line, iter_lines
 
+# Header names that mark the text column (NSMC calls it ``document``), for labelled and unlabelled files.
+TEXT_COLUMNS = ("document", "text", "sentence", "review")
 # Room for the id, label and extra columns around a text of the maximum length.
 LINE_SLACK_CHARS = 4096
 

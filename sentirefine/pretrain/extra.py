@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from sentirefine.files.tabular import read_records
+from sentirefine.files.tabular import TEXT_COLUMNS, read_records
 from sentirefine.files.userfile import check_readable, iter_lines
 
-TEXT_COLUMNS = ("document", "text", "sentence", "review")
 EXTRA_MAX_CHARS = 20_000  # per line of an --extra file: longer lines are skipped, never held whole
 
 
