@@ -23,6 +23,7 @@ import numpy as np
 
 from sentirefine.config import Config
 from sentirefine.data.store import Store
+from sentirefine.data.store_training import all_train_rows
 from sentirefine.data.workspace import resolve_checkpoint
 from sentirefine.ensemble.pool import EnsemblePool
 from sentirefine.logs import stage_log
@@ -33,17 +34,12 @@ log = logging.getLogger(__name__)
 
 def out_of_fold(config: Config, store: Store, name: str, iteration: int) -> dict[int, float]:
     """P(positive) for every train row from a copy of ``name`` that never saw the row's label."""
-    rows = store.conn.execute(
-        "SELECT sid, text, current_label, frozen FROM sentences WHERE split='train' ORDER BY sid"
-    ).fetchall()
-    sids = np.array([r[0] for r in rows])
-    texts = [r[1] for r in rows]
-    labels = np.array([r[2] for r in rows], dtype=np.int64)
-    trainable = np.array([not r[3] for r in rows])  # frozen rows are not trained on
+    rows = all_train_rows(store)
+    sids, texts, labels, trainable = rows.sids, rows.texts, rows.labels, rows.trainable  # frozen: not trained on
     folds = config.ensemble.cross_fit_folds
     fold = sids % folds
-    out = np.empty(len(rows), dtype=np.float64)
-    with stage_log(log, f"crossfit:{name}", iteration=iteration, folds=folds, rows=len(rows)):
+    out = np.empty(len(texts), dtype=np.float64)
+    with stage_log(log, f"crossfit:{name}", iteration=iteration, folds=folds, rows=len(texts)):
         for k in range(folds):
             fit_idx = np.flatnonzero((fold != k) & trainable)
             held = np.flatnonzero(fold == k)

@@ -40,6 +40,7 @@ from sentirefine.data.records import (
     iteration_rows,
 )
 from sentirefine.data.store import Store
+from sentirefine.data.store_training import frozen_count, live_ensemble_changes, predictions_written
 from sentirefine.data.workspace import iteration_dir
 from sentirefine.ensemble.combine import EnsembleOutput
 from sentirefine.ensemble.crossfit import CrossFit
@@ -192,7 +193,7 @@ def _predict_stage(run: StageRun) -> dict[str, Any]:
     chunk = resolve_chunk_size(config.store)
     total = store.count("train")
     resume_after = store.last_predicted_sid(iteration)
-    already = store.conn.execute("SELECT count(*) FROM predictions WHERE iteration=?", (iteration,)).fetchone()[0]
+    already = predictions_written(store, iteration)
     crossfit = CrossFit.prepare(config, store, spec.members, iteration)
     dirs = spec.checkpoint_dirs(config)
     with (stage_log(log, "predict", iteration=iteration, rows=total, chunk_size=chunk,
@@ -288,13 +289,6 @@ def _correct_stage(run: StageRun) -> dict[str, Any]:
     return {"changed": store.changes_in_iteration(iteration)}
 
 
-def _corrected(store: Store, iteration: int) -> dict[int, int]:
-    """Live ensemble changes of ``iteration`` by new label (changes a rollback undid do not count)."""
-    return {int(k): int(v) for k, v in store.conn.execute(
-        "SELECT new_label, count(*) FROM label_history WHERE iteration=? AND source='ensemble' "
-        "AND undone_by IS NULL GROUP BY new_label", (iteration,)).fetchall()}
-
-
 def _balance_guard(config: Config, store: Store, iteration: int, offsets: dict[int, float], chunk: int) -> None:
     """Stop a correct stage that would move the train class balance far away from the gold split's.
 
@@ -308,7 +302,7 @@ def _balance_guard(config: Config, store: Store, iteration: int, offsets: dict[i
     gold = store.label_counts("gold")
     if tolerance is None or not sum(gold.values()):
         return
-    moved = Counter(_corrected(store, iteration))
+    moved = Counter(live_ensemble_changes(store, iteration))
     now = store.label_counts("train")
     before = {1: now.get(1, 0) - moved[1] + moved[0], 0: now.get(0, 0) - moved[0] + moved[1]}
     for rows in store.iter_predictions(iteration, chunk):
@@ -418,7 +412,7 @@ def _iteration_metrics(config: Config, store: Store, iteration: int, threshold: 
                        training: dict[str, Any], evaluation: dict[str, Any]) -> IterationMetrics:
     """Convergence metrics and refinement statistics of a finished iteration."""
     n_train = store.count("train")
-    corrected = _corrected(store, iteration)
+    corrected = live_ensemble_changes(store, iteration)
     label_change_rate = store.changes_in_iteration(iteration) / max(1, n_train)
     model_change = {n: t["change_rate"] for n, t in training.items() if t.get("change_rate") is not None}
     streak, converged = policy.convergence(label_change_rate, model_change, config.refine,
@@ -428,7 +422,7 @@ def _iteration_metrics(config: Config, store: Store, iteration: int, threshold: 
         train_rows=n_train, corrections=Corrections(corrected.get(0, 0), corrected.get(1, 0)),
         convergence=Convergence(label_change_rate, model_change, model_change.get("lexicon"), streak, converged),
         queued_low_confidence=store.open_review_count().get("low_confidence", 0),
-        frozen=store.conn.execute("SELECT count(*) FROM sentences WHERE frozen=1").fetchone()[0],
+        frozen=frozen_count(store),
         label_accuracy=store.reference_accuracy(), training=_strip_history(training),
         evaluation=Evaluation.from_json(evaluation),
     )

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from sentirefine.config import Config
 from sentirefine.data.store import Store
+from sentirefine.data.store_training import gold_set, trainable_summary, unfrozen_train_set
 from sentirefine.data.workspace import iteration_dir, resolve_checkpoint
 from sentirefine.ensemble.metrics import classification_metrics, confusion
 from sentirefine.ensemble.pool import EnsemblePool
@@ -37,10 +38,7 @@ log = logging.getLogger(__name__)
 
 def check_trainable(store: Store) -> None:
     """Fail before any bookkeeping is written if the train split cannot train a classifier."""
-    rows, classes, label = store.conn.execute(
-        "SELECT count(*), count(DISTINCT current_label), min(current_label) FROM sentences "
-        "WHERE split='train' AND frozen=0"
-    ).fetchone()
+    rows, classes, label = trainable_summary(store)
     if rows == 0:
         train, gold = store.count("train"), store.count("gold")
         if train:
@@ -58,10 +56,7 @@ def check_trainable(store: Store) -> None:
 def training_set(store: Store) -> tuple[list[str], np.ndarray]:
     """Texts and current labels of the train split, without frozen (oscillating) rows."""
     check_trainable(store)
-    rows = store.conn.execute(
-        "SELECT text, current_label FROM sentences WHERE split='train' AND frozen=0 ORDER BY sid"
-    ).fetchall()
-    return [r[0] for r in rows], np.array([r[1] for r in rows], dtype=np.int64)
+    return unfrozen_train_set(store)
 
 
 def train_members(config: Config, store: Store, iteration: int) -> dict[str, dict[str, Any]]:
@@ -134,8 +129,8 @@ def evaluate_members(config: Config, store: Store, iteration: int, pool: Ensembl
 
 def _gold_sample(config: Config, store: Store) -> tuple[list[str], np.ndarray]:
     """Texts and labels of the gold split, or of a fixed sample of ``refine.gold_eval_rows`` of it."""
-    gold = store.conn.execute("SELECT text, current_label FROM sentences WHERE split='gold' ORDER BY sid").fetchall()
-    if config.refine.gold_eval_rows and len(gold) > config.refine.gold_eval_rows:
-        pick = np.random.default_rng(0).choice(len(gold), config.refine.gold_eval_rows, replace=False)
-        gold = [gold[i] for i in sorted(pick)]
-    return [g[0] for g in gold], np.array([g[1] for g in gold], dtype=np.int64)
+    texts, labels = gold_set(store)
+    if config.refine.gold_eval_rows and len(texts) > config.refine.gold_eval_rows:
+        pick = sorted(np.random.default_rng(0).choice(len(texts), config.refine.gold_eval_rows, replace=False))
+        return [texts[i] for i in pick], labels[pick]
+    return texts, labels

@@ -19,8 +19,6 @@ PACKAGE = Path(__file__).resolve().parents[2] / "sentirefine"
 FOLDERS = ("files", "data", "models", "ensemble", "integrations", "pretrain", "reporting", "pipeline")
 SINGLE_MODULES = {"config", "errors", "logs", "faults", "figures"}
 TOP = {"cli", "__main__", "serving", "demo"}  # the command line and the old serving path sit above everything
-# Modules that still hold SQL on the store outside data/store*.py (issue 26 moves it there). May only shrink.
-SQL_STILL_OUTSIDE = {"pipeline/loop.py", "pipeline/train.py", "ensemble/crossfit.py"}
 SQL_CALL = re.compile(r"\.(execute|executemany|executescript)\(|\bselect_in\(|read_sql")
 
 
@@ -118,9 +116,7 @@ def test_sql_on_the_store_is_written_in_the_store_modules_only():
             continue
         if SQL_CALL.search(path.read_text(encoding="utf-8")):
             outside.add(rel)
-    assert outside <= SQL_STILL_OUTSIDE, f"new SQL outside the store: {sorted(outside - SQL_STILL_OUTSIDE)}"
-    moved = sorted(SQL_STILL_OUTSIDE - outside)
-    assert outside == SQL_STILL_OUTSIDE, f"moved into the store, drop from the list: {moved}"
+    assert sorted(outside) == [], "SQL on the store belongs in data/store*.py (callers get typed rows)"
 
 
 def test_no_function_is_longer_than_50_lines():
