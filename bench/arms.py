@@ -49,6 +49,12 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
         "default before 2026-11-30)", {"refine": {"threshold": {"balance_offset": 0.0}}},
         kept_because="where the noise leans one way the offsets cut wrong changes and lift the ensemble; "
         "under uniform noise they cost under a point of F1"),
+    # Issue 27's budget rule, run by name (--arms) until it is measured: alone, and with the RNNs
+    # cross-fitted (the rule counts errors from out-of-fold probabilities).
+    Arm("sr_budget", "loop", "ablation: the budget rule (refine.rule: budget) on the default members",
+        {"refine": {"rule": "budget"}}),
+    Arm("sr_budget_crossfit", "loop", "ablation: the budget rule with lexicon, LSTM and BiLSTM cross-fitted",
+        {"refine": {"rule": "budget"}, "ensemble": {"cross_fit": ["lexicon", "lstm", "bilstm"]}}),
     Arm("clean", "clean", "members trained on the true labels (ceiling)"),
 ]}
 

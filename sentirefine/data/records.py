@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 Json = dict[str, Any]
 _GOLD_KEYS = ("accuracy", "f1", "log_loss", "n", "confusion")
 # Key order of the two shapes, as the loop has always written them.
-_REFINED_ORDER = ("iteration", "threshold", "class_offsets", "train_rows", "corrected_to_0", "corrected_to_1",
+_REFINED_ORDER = ("iteration", "threshold", "class_offsets", "flip_thresholds", "noise", "train_rows",
+                  "corrected_to_0", "corrected_to_1",
                   "label_change_rate", "model_change_rates", "lexicon_change_rate", "queued_low_confidence",
                   "frozen", "label_accuracy", "quiet_streak", "converged", "training", "members", "ensemble",
                   "weights", "temperatures", "spec", "stage_seconds", "llm", "audit", "dataset_tag", "registry",
@@ -122,6 +123,8 @@ class IterationMetrics:
     evaluation: Evaluation = field(default_factory=Evaluation)
     threshold: float | None = None
     class_offsets: dict[Any, float] | None = None  # int keys when built, str once read back from JSON
+    flip_thresholds: dict[Any, float] | None = None  # the budget rule's per-class cut-offs (None: threshold rule)
+    noise: Json | None = None  # the budget rule's confident joint, budgets and cut-offs
     corrections: Corrections = field(default_factory=Corrections)
     convergence: Convergence = field(default_factory=Convergence)
     queued_low_confidence: int | None = None
@@ -140,7 +143,8 @@ class IterationMetrics:
         return cls(
             iteration=get("iteration", 0), train_rows=get("train_rows"), label_accuracy=get("label_accuracy"),
             training=get("training"), evaluation=Evaluation.from_json(data), threshold=get("threshold"),
-            class_offsets=get("class_offsets"), corrections=Corrections(get("corrected_to_0"), get("corrected_to_1")),
+            class_offsets=get("class_offsets"), flip_thresholds=get("flip_thresholds"), noise=get("noise"),
+            corrections=Corrections(get("corrected_to_0"), get("corrected_to_1")),
             convergence=Convergence(get("label_change_rate"), get("model_change_rates"), get("lexicon_change_rate"),
                                     get("quiet_streak"), get("converged")),
             queued_low_confidence=get("queued_low_confidence"), frozen=get("frozen"),
@@ -158,6 +162,7 @@ class IterationMetrics:
         c, v = self.corrections, self.convergence
         return {
             "iteration": self.iteration, "threshold": self.threshold, "class_offsets": self.class_offsets,
+            "flip_thresholds": self.flip_thresholds, "noise": self.noise,
             "train_rows": self.train_rows, "corrected_to_0": c.to_0, "corrected_to_1": c.to_1,
             "label_change_rate": v.label_change_rate, "model_change_rates": v.model_change_rates,
             "lexicon_change_rate": v.lexicon_change_rate, "queued_low_confidence": self.queued_low_confidence,

@@ -83,3 +83,22 @@ def live_ensemble_changes(store: Store, iteration: int) -> dict[int, int]:
 def frozen_count(store: Store) -> int:
     """Rows frozen for oscillating, in every split."""
     return int(store.conn.execute("SELECT count(*) FROM sentences WHERE frozen=1").fetchone()[0])
+
+
+class Votes(NamedTuple):
+    """One iteration's ensemble vote on the rows the policy may change (not human-labelled, not frozen)."""
+
+    labels: np.ndarray
+    p_positive: np.ndarray
+    predicted: np.ndarray
+    confidence: np.ndarray
+
+
+def unlocked_votes(store: Store, iteration: int) -> Votes:
+    """The predictions of ``iteration`` with each row's current label, for rows the policy may change."""
+    rows = store.conn.execute(
+        "SELECT s.current_label, p.p_positive, p.predicted, p.confidence FROM predictions p "
+        "JOIN sentences s ON s.sid = p.sid WHERE p.iteration=? AND s.label_source != 'human' AND s.frozen=0 "
+        "ORDER BY p.sid", (iteration,)).fetchall()
+    table = np.array(rows, dtype=np.float64).reshape(-1, 4)
+    return Votes(table[:, 0].astype(np.int64), table[:, 1], table[:, 2].astype(np.int64), table[:, 3])

@@ -203,21 +203,23 @@ class LexiconModel(SentimentModel):
         alpha, offset = self.params.smoothing, math.log(neg_total / pos_total)
         scores = np.zeros(len(entry_sets))
         for row, (entries, y) in enumerate(zip(entry_sets, labels, strict=True)):
-            total = 0.0
+            terms = []
             for e in entries:
                 c = merged.get(e)
                 if c is None:
                     continue
                 n, p = (c[0], max(0.0, c[1] - 1.0)) if y == 1 else (max(0.0, c[0] - 1.0), c[1])
-                total += math.log((p + alpha) / (n + alpha)) + offset
-            scores[row] = total
+                terms.append(math.log((p + alpha) / (n + alpha)) + offset)
+            scores[row] = math.fsum(terms)  # exact: a set's order (hash-seeded) cannot change the last digit
         return scores
 
     # -- prediction -----------------------------------------------------------------------
     def scores(self, texts: Sequence[str]) -> np.ndarray:
         """Uncalibrated text scores: the sum of the polarities of the text's entries."""
         d = self.dictionary_
-        return np.array([sum(d.get(e, 0.0) for e in s) for s in self._entry_sets(texts)], dtype=np.float64)
+        # fsum is exactly rounded, so the per-process order of a set cannot move the last digit
+        # (two runs of the same command gave calibrations differing in the 16th digit).
+        return np.array([math.fsum(d.get(e, 0.0) for e in s) for s in self._entry_sets(texts)], dtype=np.float64)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Calibrated probabilities of the summed log-odds (a raw sum is not a probability)."""

@@ -40,7 +40,7 @@ from sentirefine.data.records import (
     iteration_rows,
 )
 from sentirefine.data.store import Store
-from sentirefine.data.store_training import frozen_count, live_ensemble_changes, predictions_written
+from sentirefine.data.store_training import frozen_count, live_ensemble_changes, predictions_written, unlocked_votes
 from sentirefine.data.workspace import iteration_dir
 from sentirefine.ensemble.combine import EnsembleOutput
 from sentirefine.ensemble.crossfit import CrossFit
@@ -51,7 +51,7 @@ from sentirefine.faults import crash_point
 from sentirefine.integrations.tracking import Tracker
 from sentirefine.integrations.versioning import snapshot
 from sentirefine.logs import log_event, progress_disabled, stage_log
-from sentirefine.pipeline import policy
+from sentirefine.pipeline import noise_budget, policy
 from sentirefine.pipeline.stages import Stage, StageRun, committed_chunks, run_stage, run_stages
 from sentirefine.pipeline.train import check_trainable, evaluate_members, train_members
 
@@ -207,7 +207,24 @@ def _predict_stage(run: StageRun) -> dict[str, Any]:
     # Fixed here, before correct moves any label, so a resumed correct stage uses the same offsets
     # (the correct stage's log line names them).
     offsets = policy.class_offsets(config.refine.threshold, store.label_counts("train"), store.label_counts("gold"))
-    return PredictRecord(result["weights"], chunk, offsets).to_info()
+    return PredictRecord(result["weights"], chunk, offsets, *_budget_plan(config, store, iteration, offsets)).to_info()
+
+
+def _budget_plan(config: Config, store: Store, iteration: int,
+                 offsets: dict[int, float]) -> tuple[dict[int, float] | None, dict[str, Any] | None]:
+    """The budget rule's per-class flip thresholds and noise estimate; (None, None) under the threshold rule.
+
+    Fixed at the end of predict, from the labels before any correction, like the offsets: a
+    resumed correct stage then flips by the same cut-offs as its first attempt.
+    """
+    if config.refine.rule != "budget":
+        return None, None
+    refine, votes = config.refine, unlocked_votes(store, iteration)
+    estimate = noise_budget.estimate(*votes, share=refine.budget.share_at(refine.threshold, iteration))
+    thresholds = noise_budget.flip_thresholds(estimate, refine.budget.floor_at(refine.threshold, iteration), offsets)
+    log_event(log, "noise_estimated", iteration=iteration, estimated_errors=estimate.estimated_errors,
+              budget=estimate.budget, flip_thresholds=thresholds)
+    return thresholds, estimate.to_json()
 
 
 def _check_previous_spec(run: StageRun) -> None:
@@ -244,17 +261,26 @@ class PredictRecord:
     weights: dict[str, float]
     chunk_size: int | None
     class_offsets: dict[int, float] | None
+    flip_thresholds: dict[int, float] | None = None
+    noise: dict[str, Any] | None = None
 
     def to_info(self) -> dict[str, Any]:
         """The stage info, keys as the store has always held them (older workspaces read the same)."""
-        return {"weights": self.weights, "chunk_size": self.chunk_size, "class_offsets": self.class_offsets}
+        info = {"weights": self.weights, "chunk_size": self.chunk_size, "class_offsets": self.class_offsets}
+        if self.flip_thresholds is not None:  # the budget rule's plan; absent under the threshold rule
+            info.update(flip_thresholds=self.flip_thresholds, noise=self.noise)
+        return info
 
     @classmethod
     def from_info(cls, info: dict[str, Any]) -> PredictRecord:
         """Read a predict stage's info; a key it lacks (an older stage) comes back empty or None."""
-        saved = info.get("class_offsets")
-        offsets = None if saved is None else {int(k): float(v) for k, v in saved.items()}  # JSON keys are strings
-        return cls(dict(info.get("weights") or {}), info.get("chunk_size"), offsets)
+        return cls(dict(info.get("weights") or {}), info.get("chunk_size"), _by_class(info.get("class_offsets")),
+                   _by_class(info.get("flip_thresholds")), info.get("noise"))
+
+
+def _by_class(saved: dict[str, float] | None) -> dict[int, float] | None:
+    """A per-class mapping read back from JSON (whose keys are strings)."""
+    return None if saved is None else {int(k): float(v) for k, v in saved.items()}
 
 
 def _class_offsets(config: Config, store: Store, iteration: int) -> dict[int, float]:
@@ -265,31 +291,38 @@ def _class_offsets(config: Config, store: Store, iteration: int) -> dict[int, fl
     return record.class_offsets
 
 
+def _flip_thresholds(store: Store, iteration: int) -> dict[int, float] | None:
+    """The budget rule's per-class thresholds the predict stage fixed (None: the threshold rule decides)."""
+    return PredictRecord.from_info(store.stage_info(iteration, "predict") or {}).flip_thresholds
+
+
 def _correct_guard(run: StageRun) -> None:
     """The balance guard, run before the correct stage is even recorded: a stage it stops writes nothing."""
     chunk = run.prepared["correct_chunk_size"] = resolve_chunk_size(run.config.store)
-    _balance_guard(run.config, run.store, run.iteration, _class_offsets(run.config, run.store, run.iteration), chunk)
+    _balance_guard(run.config, run.store, run.iteration, _class_offsets(run.config, run.store, run.iteration), chunk,
+                   _flip_thresholds(run.store, run.iteration))
 
 
 def _correct_stage(run: StageRun) -> dict[str, Any]:
     """Apply threshold/oscillation/queue decisions chunk by chunk, one transaction each."""
     config, store, iteration = run.config, run.store, run.iteration
     chunk = run.prepared["correct_chunk_size"]  # the guard's: both walk the same chunks
-    offsets = _class_offsets(config, store, iteration)
+    offsets, thresholds = _class_offsets(config, store, iteration), _flip_thresholds(store, iteration)
     with stage_log(log, "correct", iteration=iteration, threshold=config.refine.threshold.at(iteration),
-                   class_offsets=offsets) as result:
+                   class_offsets=offsets, rule=config.refine.rule, flip_thresholds=thresholds) as result:
         changed = 0
         for rows in committed_chunks("correct", store.iter_predictions(iteration, chunk)):
-            flips = store.flip_counts(policy.candidates(rows, iteration, config.refine, offsets))
+            flips = store.flip_counts(policy.candidates(rows, iteration, config.refine, offsets, thresholds))
             decision = policy.decide(rows, iteration=iteration, refine=config.refine, flip_counts=flips,
-                                     offsets=offsets)
+                                     offsets=offsets, thresholds=thresholds)
             changed += store.apply_decision(decision.changes, decision.freeze, decision.queue,
                                             iteration=iteration, source="ensemble", confident=decision.confident)
         result["changed_this_attempt"] = changed
     return {"changed": store.changes_in_iteration(iteration)}
 
 
-def _balance_guard(config: Config, store: Store, iteration: int, offsets: dict[int, float], chunk: int) -> None:
+def _balance_guard(config: Config, store: Store, iteration: int, offsets: dict[int, float], chunk: int,
+                   thresholds: dict[int, float] | None = None) -> None:
     """Stop a correct stage that would move the train class balance far away from the gold split's.
 
     Why: a threshold the models clear for almost every row (a valid ``threshold.start`` of 0.55)
@@ -306,9 +339,9 @@ def _balance_guard(config: Config, store: Store, iteration: int, offsets: dict[i
     now = store.label_counts("train")
     before = {1: now.get(1, 0) - moved[1] + moved[0], 0: now.get(0, 0) - moved[0] + moved[1]}
     for rows in store.iter_predictions(iteration, chunk):
-        flips = store.flip_counts(policy.candidates(rows, iteration, config.refine, offsets))
+        flips = store.flip_counts(policy.candidates(rows, iteration, config.refine, offsets, thresholds))
         stats = policy.decide(rows, iteration=iteration, refine=config.refine, flip_counts=flips,
-                              offsets=offsets).stats
+                              offsets=offsets, thresholds=thresholds).stats
         moved.update({label: stats[f"corrected_to_{label}"] for label in (0, 1)})
     shift = policy.balance_shift(before, moved, gold)
     if shift.away <= tolerance:
@@ -411,7 +444,7 @@ ITERATION: tuple[Stage, ...] = (PREDICT, CORRECT, LLM, TRAIN, EVALUATE, AUDIT, S
 def _iteration_metrics(config: Config, store: Store, iteration: int, threshold: float,
                        training: dict[str, Any], evaluation: dict[str, Any]) -> IterationMetrics:
     """Convergence metrics and refinement statistics of a finished iteration."""
-    n_train = store.count("train")
+    n_train, record = store.count("train"), PredictRecord.from_info(store.stage_info(iteration, "predict") or {})
     corrected = live_ensemble_changes(store, iteration)
     label_change_rate = store.changes_in_iteration(iteration) / max(1, n_train)
     model_change = {n: t["change_rate"] for n, t in training.items() if t.get("change_rate") is not None}
@@ -419,6 +452,7 @@ def _iteration_metrics(config: Config, store: Store, iteration: int, threshold: 
                                            _quiet_streak(store, iteration - 1))
     return IterationMetrics(
         iteration=iteration, threshold=threshold, class_offsets=_class_offsets(config, store, iteration),
+        flip_thresholds=record.flip_thresholds, noise=record.noise,
         train_rows=n_train, corrections=Corrections(corrected.get(0, 0), corrected.get(1, 0)),
         convergence=Convergence(label_change_rate, model_change, model_change.get("lexicon"), streak, converged),
         queued_low_confidence=store.open_review_count().get("low_confidence", 0),

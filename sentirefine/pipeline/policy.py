@@ -7,7 +7,7 @@ models were trained on earlier corrections, need more evidence (confirmation-bia
 A row the ensemble already changed ``max_flips`` times and now wants to change again is
 oscillating: it is frozen (kept out of training and of further automatic changes) and queued
 for LLM/human review. Rows whose confidence is below
-``llm_queue_below`` are queued as ``low_confidence``; a row predicted at or above it is
+``llm_queue_below`` are queued as ``low_confidence`` (flipped or not); a row predicted at or above it is
 ``confident``, which closes a low-confidence entry an older iteration left open.
 
 Flip counts come from the live lineage only (``Store.flip_counts``): a change a rollback or
@@ -84,13 +84,21 @@ def class_offsets(threshold: ThresholdSchedule, train_counts: Mapping[int, int],
     return offsets
 
 
+def flip_threshold(refine: RefineConfig, iteration: int, predicted: int, offsets: Mapping[int, float] | None = None,
+                   thresholds: Mapping[int, float] | None = None) -> float:
+    """The confidence a flip to ``predicted`` needs: ``thresholds`` fixed for the iteration (the budget
+    rule's, see ``noise_budget``), else the rising threshold plus the class offset."""
+    if thresholds is not None:
+        return thresholds[predicted]
+    return refine.threshold.at(iteration, predicted, offsets)
+
+
 def candidates(rows: Sequence[tuple], iteration: int, refine: RefineConfig,
-               offsets: Mapping[int, float] | None = None) -> list[int]:
+               offsets: Mapping[int, float] | None = None, thresholds: Mapping[int, float] | None = None) -> list[int]:
     """Sids that would change label this iteration (their flip counts are needed to decide)."""
-    return [
-        sid for sid, current, predicted, conf, lock in rows
-        if not lock and predicted != current and conf >= refine.threshold.at(iteration, predicted, offsets)
-    ]
+    return [sid for sid, current, predicted, conf, lock in rows
+            if not lock and predicted != current
+            and conf >= flip_threshold(refine, iteration, predicted, offsets, thresholds)]
 
 
 def decide(
@@ -100,6 +108,7 @@ def decide(
     refine: RefineConfig,
     flip_counts: dict[int, int],
     offsets: Mapping[int, float] | None = None,
+    thresholds: Mapping[int, float] | None = None,
 ) -> Decision:
     """Turn one chunk of (sid, current, predicted, confidence, lock) into label decisions.
 
@@ -107,6 +116,8 @@ def decide(
     alone and counted as ``skipped_human`` or ``skipped_frozen``.
 
     ``offsets``: the class offsets in force (:func:`class_offsets`); ``per_class`` when not given.
+    ``thresholds``: per predicted class, the confidence a flip needs this iteration, when fixed
+    for it (the budget rule); they replace the rising threshold and its offsets.
     """
     out = Decision()
     for sid, current, predicted, conf, lock in rows:
@@ -114,15 +125,20 @@ def decide(
         if lock:
             out.stats[f"skipped_{lock}"] += 1
             continue
-        if predicted != current and conf >= refine.threshold.at(iteration, predicted, offsets):
-            if flip_counts.get(sid, 0) >= refine.max_flips:
+        frozen = False
+        if predicted != current and conf >= flip_threshold(refine, iteration, predicted, offsets, thresholds):
+            frozen = flip_counts.get(sid, 0) >= refine.max_flips
+            if frozen:
                 out.freeze.append(sid)
                 out.queue.append((sid, iteration, "oscillation", float(conf)))
                 out.stats["frozen"] += 1
             else:
                 out.changes.append(LabelChange(sid, int(current), int(predicted), float(conf)))
                 out.stats[f"corrected_to_{predicted}"] += 1
-        elif conf < refine.llm_queue_below:
+        # A flip made under llm_queue_below (the budget rule allows it) is queued too: the LLM or a
+        # person should look at it, and a resumed correct stage, which sees the row already flipped,
+        # then decides the same.
+        if not frozen and conf < refine.llm_queue_below:
             out.queue.append((sid, iteration, "low_confidence", float(conf)))
             out.stats["queued_low_confidence"] += 1
         if conf >= refine.llm_queue_below:
