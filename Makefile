@@ -39,7 +39,7 @@ lint: install
 # BENCH_CONFIG: the BERT starting point is pretrained for 2,000 steps, not the default 60 minutes
 # (bench/NOTES.md); the loop settings stay the defaults.
 BENCH_SIZE ?= 20000
-BENCH_NOISE ?= uniform20,uniform40,classcond
+BENCH_NOISE ?= uniform20,uniform40,classcond,ambiguous25
 BENCH_CONFIG ?= bench/pretrain-2000.yaml
 BENCH_ARGS ?=
 bench: install

@@ -149,7 +149,8 @@ def cmd_quality(args: argparse.Namespace) -> list[Path]:
     for kind in [k.strip() for k in args.noise.split(",") if k.strip()]:
         overrides = _overrides(args, args.full_stack, args.max_iterations)
         scratch = quality.scratch_dir(args.scratch, kind, args.size)
-        setup = _with_checkpoint(args, Setup(train, gold, noise.rate(kind), args.seed, scratch, args.config, overrides))
+        rate = noise.rate(kind, train, args.seed)
+        setup = _with_checkpoint(args, Setup(train, gold, rate, args.seed, scratch, args.config, overrides))
         chosen = arm_specs.parse(args.arms, kind)
         limit = args.max_iterations or setup.config("_probe").refine.max_iterations
         meta = {**_meta(args, src, overrides=overrides), "benchmark": "quality", "noise": kind,

@@ -55,4 +55,21 @@ def label_scores(store: Store, *, removed_mode: bool = False) -> dict[str, Any]:
         "final_label_accuracy": float(np.mean(current[kept] == truth[kept])) if kept.any() else None,
         "rows_trained_on": int(kept.sum() - (0 if removed_mode else frozen.sum())),
         "frozen": int(frozen.sum()),
+        **_queue_scores(store, current != truth),
     }
+
+
+def _queue_scores(store: Store, wrong_now: np.ndarray) -> dict[str, Any]:
+    """How large the open review queue (LLM/human) is and how much of the remaining noise sits in it.
+
+    ``wrong_now``: per train row in sid order, whether its current label is still wrong. Under
+    noise on ambiguous reviews every confidence rule gets timid and the queue carries the rest.
+    """
+    queued = np.array([q for (q,) in store.conn.execute(
+        "SELECT (q.sid IS NOT NULL AND q.status = 'open') FROM sentences s LEFT JOIN review_queue q ON q.sid = s.sid "
+        "WHERE s.split='train' ORDER BY s.sid")], dtype=bool)
+    remaining = int(wrong_now.sum())
+    in_queue = int(np.sum(queued & wrong_now))
+    return {"queue_open": int(queued.sum()), "remaining_errors": remaining, "remaining_errors_in_queue": in_queue,
+            "remaining_errors_in_queue_share": _ratio(in_queue, remaining),
+            "queue_precision": _ratio(in_queue, int(queued.sum()))}

@@ -61,7 +61,7 @@ def settings(cfg: Config, kind: str) -> dict[str, Any]:
 # code before them: a record without the key was measured with this value, so it stays comparable.
 # The budget rule's keys (issue 27) change nothing under the threshold rule every older record ran.
 ADDED_LATER: dict[str, Any] = {"refine.threshold.balance_offset": 0.0, "refine.rule": "threshold",
-                               "refine.budget.share": 1.0, "refine.budget.floor": 0.0}
+                               "refine.budget.share": 0.8, "refine.budget.floor": 0.0}
 
 
 def differences(recorded: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:

@@ -52,11 +52,14 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 
 # The issue's order: the targets' noise level first, then the harder cases.
-_NOISE_ORDER = {"uniform20": 0, "uniform40": 1, "classcond": 2}
+_NOISE_ORDER = {"uniform20": 0, "uniform40": 1, "classcond": 2, "ambiguous25": 3}
 
 
-def _rate(rate: float | dict[str, float]) -> str:
-    """20% uniform, or per true class for class-conditional noise (keys are the true label)."""
+def _rate(rate: float | dict[str, float] | str) -> str:
+    """20% uniform, per true class for class-conditional noise (keys are the true label), or the
+    instance-dependent rule as the result file describes it."""
+    if isinstance(rate, str):
+        return f"flips on ambiguous reviews, {rate}"
     if not isinstance(rate, dict):
         return f"{rate:.0%} of labels flipped at random"
     names = {"1": "positives → negative", "0": "negatives → positive"}

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sentirefine.config import Config, load_config
-from sentirefine.data.ingest import import_file
+from sentirefine.data.ingest import NoiseRate, import_file
 from sentirefine.data.workspace import locked, open_store
 
 
@@ -31,7 +31,7 @@ class Setup:
 
     train: Path
     gold: Path
-    noise: float | dict[int, float]
+    noise: NoiseRate
     noise_seed: int
     scratch: Path
     config_file: Path | None = None

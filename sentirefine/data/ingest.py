@@ -24,7 +24,7 @@ import hashlib
 import logging
 import random
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +44,20 @@ log = logging.getLogger(__name__)
 GROUP_COLUMNS = ("movie_id", "group", "group_key")
 EXAMPLES_PER_REASON = 3
 MAX_EXAMPLES = 10
-NoiseRate = float | dict[int, float]
+
+
+@dataclass(frozen=True)
+class RowNoise:
+    """Instance-dependent injected noise: each row's own flip probability, by row id (absent: 0).
+
+    Benchmarks use it to model annotators who err on ambiguous reviews (``bench/noise.py``);
+    the same seeded draw as the other kinds decides each flip.
+    """
+
+    rates: Mapping[str, float]
+
+
+NoiseRate = float | dict[int, float] | RowNoise
 
 
 @dataclass(frozen=True)
@@ -331,7 +344,7 @@ def _insert(conn, rows: list[_Parsed], job: ImportJob, report: ImportReport, rej
             _already_present(report, rejects, strict, r, existing[r.id], job)
             continue
         label = r.label
-        if noisy and rng.random() < _rate(job.noise_rate, r.label):
+        if noisy and rng.random() < _rate(job.noise_rate, r.label, r.id):
             label = 1 - label
             report.noise_flipped += 1
         if noisy:
@@ -355,10 +368,14 @@ def _already_present(report: ImportReport, rejects: IO[str] | None, strict: bool
             f"id {row.id!r} already in the store with different text/label/split", row.raw)
 
 
-def _rate(noise_rate: NoiseRate, label: int) -> float:
-    """Flip probability of a row whose true label is ``label``."""
+def _rate(noise_rate: NoiseRate, label: int, row_id: str) -> float:
+    """Flip probability of the row ``row_id`` whose true label is ``label``."""
+    if isinstance(noise_rate, RowNoise):
+        return noise_rate.rates.get(row_id, 0.0)
     return noise_rate.get(label, 0.0) if isinstance(noise_rate, dict) else noise_rate
 
 
 def _noisy(noise_rate: NoiseRate) -> bool:
+    if isinstance(noise_rate, RowNoise):
+        return any(v > 0 for v in noise_rate.rates.values())
     return any(v > 0 for v in noise_rate.values()) if isinstance(noise_rate, dict) else noise_rate > 0

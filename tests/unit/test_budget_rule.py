@@ -63,7 +63,7 @@ def test_iteration_flips_within_the_budget_the_predict_stage_fixed(bootstrapped,
     labels = np.array([before[s] for s in sids])
     p, predicted, confidence = (np.array([v[i] for v in votes]) for i in (1, 2, 3))
     # the recorded plan is the estimate of these very predictions under iteration 1's share and floor
-    estimate = noise_budget.estimate(labels, p, predicted.astype(int), confidence, share=1.0)
+    estimate = noise_budget.estimate(labels, p, predicted.astype(int), confidence, share=0.8)  # the default
     assert metrics["noise"]["budget"] == {str(j): estimate.budget[j] for j in (0, 1)}
     thresholds = {int(k): v for k, v in metrics["flip_thresholds"].items()}
     assert thresholds == noise_budget.flip_thresholds(estimate, 0.5, {})
