@@ -101,17 +101,25 @@ def _record_note(r: dict[str, Any], a: dict[str, Any], notes: list[str]) -> str:
     return ""
 
 
+def _queue(labels: dict[str, Any]) -> str:
+    """The open review queue and the share of the remaining wrong labels in it ("–" before it was recorded)."""
+    if "queue_open" not in labels:
+        return "–"
+    return f"{labels['queue_open']} ({_pct(labels['remaining_errors_in_queue_share'])})"
+
+
 def quality(r: dict[str, Any]) -> list[str]:
     r = {**r, "arms": arms.in_order(r["arms"])}
     members = r["members"]
     head = ["arm", "detected", "precision", "recall", "F1", "clean wrongly changed", "final label acc",
-            *[f"gold acc / F1 {m}" for m in members], "gold acc ensemble", "gold F1 ensemble", "iterations", "wall s"]
+            "open queue (remaining noise in it)", *[f"gold acc / F1 {m}" for m in members], "gold acc ensemble",
+            "gold F1 ensemble", "iterations", "wall s"]
     rows, notes = [], []
     for a in r["arms"]:
         lab, gold = a["labels"], a["gold"]
         mark = _record_note(r, a, notes)
         rows.append([f"`{a['arm']}`{mark}", _f(lab["detected"]), _f(lab["precision"]), _f(lab["recall"]), _f(lab["f1"]),
-                     _pct(lab["clean_wrongly_changed_rate"]), _f(lab["final_label_accuracy"]),
+                     _pct(lab["clean_wrongly_changed_rate"]), _f(lab["final_label_accuracy"]), _queue(lab),
                      *[_acc_f1(gold["members"].get(m, {})) for m in members],
                      _f(gold["ensemble"]["accuracy"]), _f(gold["ensemble"]["f1"]),
                      f"{a['iterations']}{' (converged)' if a.get('converged') else ''}",

@@ -13,6 +13,7 @@ writes ``bench/results/rule_probe.json``. A stand-in, not a result: it ranks sch
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 from pathlib import Path
 
@@ -77,7 +78,8 @@ def _rounds(features, noisy: np.ndarray, flips) -> np.ndarray:
 def run_kind(kind: str, train: Path, shares: list[float]) -> dict[str, dict[str, float]]:
     import cleanlab.filter
 
-    rows = list(data._rows(train))
+    with open(train, encoding="utf-8", newline="") as handle:
+        rows = [(r["id"], r["document"], r["label"]) for r in csv.DictReader(handle, delimiter="\t")]
     texts, truth = [r[1] for r in rows], np.array([int(r[2]) for r in rows])
     features, rng = _features(texts), np.random.default_rng(1)
     rate = noise.rate(kind, train, seed=1)
