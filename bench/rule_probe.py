@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import data, noise
+from bench import data, machine, noise
 from sentirefine.config import BudgetRule, ThresholdSchedule
 from sentirefine.pipeline import noise_budget
 
@@ -108,8 +108,9 @@ def main() -> None:
     data.subset(data.source("nsmc").train, args.size, 1, train)
     shares = [float(s) for s in args.shares.split(",")]
     results = {kind: run_kind(kind, train, shares) for kind in args.noise.split(",")}
-    args.out.write_text(json.dumps({"size": args.size, "rounds": ROUNDS, "folds": FOLDS, "results": results},
-                                   indent=2) + "\n", encoding="utf-8")
+    payload = {**machine.header(smoke=False, contended=False), "probe": "correction rules on a char-TF-IDF stand-in",
+               "size": args.size, "rounds": ROUNDS, "folds": FOLDS, "results": results}
+    args.out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
