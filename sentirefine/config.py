@@ -341,11 +341,11 @@ class BudgetRule(_Section):
     ``share_k = share x (1 - τ_k) / (1 - τ_1)`` and ``floor_k = 0.5 + floor x (τ_k - 0.5)``.
     """
 
-    # 0.8: on a char-TF-IDF stand-in for the ensemble (20k NSMC rows, 5-fold out-of-fold, 5 rounds)
-    # the only schedule tried that beat one-shot cleanlab's label-error F1 and final label accuracy
-    # at 20%, 40% and class-conditional noise (0.641 / 0.589 / 0.611 vs 0.622 / 0.575 / 0.579);
-    # 1.0 wins at 40% only, a floor of 0.5 at 20% only (bench/NOTES.md). To be re-measured on the
-    # real members (issue 27).
+    # 0.8: on a char-TF-IDF stand-in for the ensemble (bench.rule_probe: 20k NSMC rows, 5-fold
+    # out-of-fold, 5 rounds) the only schedule tried that beat one-shot cleanlab's label-error F1
+    # and final label accuracy at 20%, 40% and class-conditional noise (F1 0.643 / 0.607 / 0.617 vs
+    # 0.620 / 0.593 / 0.579); 1.0 finds more at 40% only (bench/NOTES.md). To be re-measured on
+    # the real members (issue 27).
     share: float = Field(
         0.8, gt=0, le=1.0, description="Share of the estimated wrong labels iteration 1 may flip; it shrinks with "
         "the threshold's rise (at start 0.70 and step 0.02: x0.93 at iteration 2, x0.73 at iteration 5).",
