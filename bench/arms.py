@@ -55,6 +55,15 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
         {"refine": {"rule": "budget"}}),
     Arm("sr_budget_crossfit", "loop", "ablation: the budget rule with lexicon, LSTM and BiLSTM cross-fitted",
         {"refine": {"rule": "budget"}, "ensemble": {"cross_fit": ["lexicon", "lstm", "bilstm"]}}),
+    # Issue 27's fold models: every member k persistent fold models (ensemble.folds), with the
+    # budget rule (the candidate default) and, for the rule's share, with the threshold rule.
+    *[Arm(f"sr_folds{k}", "loop", f"ablation: {k} fold models per member (ensemble.folds: {k}) and the budget rule",
+          {"refine": {"rule": "budget"}, "ensemble": {"folds": k}}) for k in (2, 3, 5)],
+    Arm("sr_folds2_threshold", "loop", "ablation: 2 fold models per member with the threshold rule",
+        {"ensemble": {"folds": 2}}),
+    *[Arm(f"sr_folds{k}_gold", "loop", f"ablation: {k} fold models per member and the budget rule counting "
+          "wrong labels against the gold confusion (refine.budget.estimator: gold)",
+          {"refine": {"rule": "budget", "budget": {"estimator": "gold"}}, "ensemble": {"folds": k}}) for k in (2, 3)],
     Arm("clean", "clean", "members trained on the true labels (ceiling)"),
 ]}
 

@@ -33,7 +33,8 @@ EVERY_ARM = ("refine.gold_eval_rows",)
 # Settings that change how fast or where a run goes, not what it computes. The BERT checkpoint
 # is a path to the run's shared starting point, described by the result's ``bert_checkpoint``.
 OPERATIONAL = frozenset({"models.device", "models.bert.checkpoint", "ensemble.workers", "ensemble.start_method",
-                         "ensemble.predict_batch_rows", "ensemble.worker_token_cache_entries"})
+                         "ensemble.predict_batch_rows", "ensemble.worker_token_cache_entries",
+                         "ensemble.fold_workers"})
 
 
 def _leaves(model: BaseModel, prefix: str):
@@ -61,7 +62,8 @@ def settings(cfg: Config, kind: str) -> dict[str, Any]:
 # code before them: a record without the key was measured with this value, so it stays comparable.
 # The budget rule's keys (issue 27) change nothing under the threshold rule every older record ran.
 ADDED_LATER: dict[str, Any] = {"refine.threshold.balance_offset": 0.0, "refine.rule": "threshold",
-                               "refine.budget.share": 0.8, "refine.budget.floor": 0.0}
+                               "refine.budget.share": 0.8, "refine.budget.floor": 0.0, "ensemble.folds": 1,
+                               "refine.budget.estimator": "confident_joint"}
 
 
 def differences(recorded: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:

@@ -127,16 +127,23 @@ class QualityRun:
                 "shared_bootstrap_seconds": boot["seconds"]}
 
     def _loop(self, arm: Arm) -> dict[str, Any]:
-        boot = self.bootstrap()
         cfg = self.setup.config(arm.name, arm.overrides)
-        clone(Path(boot["workspace"]), cfg)
+        # Another fold count means other bootstrap models (k fold models per member): such an arm
+        # bootstraps itself from the same noisy labels, and its time includes that bootstrap.
+        own_bootstrap = cfg.ensemble.folds != self.setup.config(BOOTSTRAP).ensemble.folds
+        boot = {"seconds": 0.0} if own_bootstrap else self.bootstrap()
+        if own_bootstrap:
+            create(cfg, self.setup)
+        else:
+            clone(Path(boot["workspace"]), cfg)
         with locked(cfg), open_store(cfg) as store:
             result = loop.refine(cfg, store, max_iterations=self.max_iterations)
             finished = [it for it in store.iterations() if it["finished_at"]]
             return {"labels": label_scores(store), "gold": _gold(finished[-1]["metrics"]),
                     "iterations": len([it for it in finished if it["iteration"] > 0]),
                     "converged": result.stop_reason.startswith("converged"), "stop_reason": result.stop_reason,
-                    "per_iteration": _iteration_rows(store), "shared_bootstrap_seconds": boot["seconds"]}
+                    "per_iteration": _iteration_rows(store),
+                    "shared_bootstrap_seconds": boot["seconds"]}
 
 
 def reusable(arm: Arm, settings: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -50,8 +50,10 @@ def _config(default_file: Path | None = None) -> Config:
         overrides["workspace"] = str(_state["workspace"])
     if _state.get("log_format"):
         overrides["logging"] = {"format": _state["log_format"]}
+    if _state.get("quiet"):  # in the config, so that pool and job workers, which configure from it, are quiet too
+        overrides["logging"] = {**overrides.get("logging", {}), "level": "WARNING"}
     cfg = load_config(_state.get("config") or default_file, overrides)
-    configure_logging(cfg.logging.format, "WARNING" if _state.get("quiet") else cfg.logging.level)
+    configure_logging(cfg.logging.format, cfg.logging.level)
     return cfg
 
 

@@ -280,6 +280,17 @@ class EnsembleConfig(_Section):
         "as long. Worth it on a small corpus whose noise leans one way.",
     )
     cross_fit_folds: int = Field(5, ge=2, description="k of the out-of-fold prediction.")
+    folds: int = Field(
+        1, ge=1, le=10, description="k persistent fold models per member: fold model j trains only on rows outside "
+        "fold j (fold = a hash of the row's text, so a row's fold never changes and duplicate texts share one), "
+        "is updated from its own previous checkpoint each iteration, and predicts the train rows of fold j; gold "
+        "evaluation, the registry and serving use the average of the k. 1 = one model per member trained on "
+        "every row (in-sample predictions; then cross_fit refits the members it lists out-of-fold).",
+    )
+    fold_workers: int | Literal["auto"] = Field(
+        "auto", description="Processes that fit fold models side by side (workers x threads <= cores); 'auto' = "
+        "min(folds, cores); 1 = one after another in the command's own process.",
+    )
 
 
 class ThresholdSchedule(_Section):
@@ -354,6 +365,13 @@ class BudgetRule(_Section):
         0.0, ge=0, le=1.0, description="How much of the rising threshold a flip needs at least, as a fraction of "
         "its height above 0.5: 0 = any majority vote inside the budget, 1 = the threshold itself (the threshold "
         "rule's cut, intersected with the budget). Class offsets add to it.",
+    )
+
+    estimator: Literal["confident_joint", "gold"] = Field(
+        "confident_joint", description="How many labels are wrong per class. confident_joint: cleanlab's count of "
+        "confident disagreements (counts the members' own mistakes too); gold: the train joint of predicted and "
+        "given labels net of the ensemble's confusion on the gold split, measured with the same (held-out) "
+        "models; assumes their mistakes do not depend on whether a label is wrong.",
     )
 
     def share_at(self, threshold: ThresholdSchedule, iteration: int) -> float:

@@ -21,6 +21,10 @@ class SentirefineError(Exception):
     def __str__(self) -> str:
         return f"{self.message} (hint: {self.hint})" if self.hint else self.message
 
+    def __reduce__(self) -> tuple:
+        """Pickle with the hint: an error raised in a job's worker process reaches the command whole."""
+        return (self.__class__, (self.message,), {"hint": self.hint})
+
 
 class ConfigError(SentirefineError):
     """The configuration file or an environment override is invalid."""

@@ -1,4 +1,4 @@
-"""Out-of-fold prediction: a member never judges a label it was trained on.
+"""Out-of-fold prediction by refitting: a member never judges a label it was trained on.
 
 A model trained on a row's current label tends to repeat it (it memorised it), so in-sample
 predictions under-detect label errors — the confirmation bias the spec warns about. As in
@@ -10,6 +10,10 @@ default); ``ensemble.cross_fit`` lists which.
 :class:`CrossFit` is the predict stage's view of it: which members are cross-fitted, their
 out-of-fold predictions, and the merge of those with the pooled (in-sample) members' into one
 matrix in the ensemble's member order.
+
+This is the ``ensemble.folds: 1`` way (``sr_v1``: the lexicon refitted five times per
+iteration). Persistent fold models (:mod:`sentirefine.models.folds`, ``ensemble.folds`` > 1) keep
+their ``k`` fits across iterations and update them instead, for every member.
 """
 
 from __future__ import annotations
@@ -63,9 +67,13 @@ class CrossFit:
 
     @classmethod
     def prepare(cls, config: Config, store: Store, members: Sequence[str], iteration: int) -> CrossFit:
-        """Out-of-fold predictions of the members listed in ``ensemble.cross_fit`` (k fits each)."""
-        return cls(tuple(members), {n: out_of_fold(config, store, n, iteration)
-                                    for n in members if n in config.ensemble.cross_fit})
+        """Out-of-fold predictions of the members listed in ``ensemble.cross_fit`` (k fits each).
+
+        With ``ensemble.folds`` > 1 every member is a fold set that predicts its train rows
+        out-of-fold itself, so nothing is refitted here.
+        """
+        listed = config.ensemble.cross_fit if config.ensemble.folds == 1 else []
+        return cls(tuple(members), {n: out_of_fold(config, store, n, iteration) for n in members if n in listed})
 
     @property
     def pooled(self) -> list[str]:
@@ -87,7 +95,7 @@ class CrossFit:
         ``progress`` counts the rows once, whether or not any went through the pool.
         """
         pooled_dirs = [d for n, d in zip(self.members, dirs, strict=True) if n not in self.oof]
-        pooled = pool.member_probs(pooled_dirs, texts, progress=progress)
+        pooled = pool.member_probs(pooled_dirs, texts, progress=progress, held_out=True)
         if not pooled_dirs and progress is not None:  # every member cross-fitted: nothing went through the pool
             progress(len(texts))
         return self.merge(sids, pooled)

@@ -63,9 +63,11 @@ def _members(model_dirs: tuple[str, ...]) -> list[Any]:
     return _WORKER["models"]
 
 
-def _predict_task(task: tuple[tuple[str, ...], list[str]]) -> np.ndarray:
-    model_dirs, texts = task
-    return np.stack([m.predict_proba(texts)[:, 1] for m in _members(model_dirs)], axis=1).astype(np.float32)
+def _predict_task(task: tuple[tuple[str, ...], list[str], bool]) -> np.ndarray:
+    model_dirs, texts, held_out = task
+    members = _members(model_dirs)
+    probs = [(m.predict_held_out(texts) if held_out else m.predict_proba(texts))[:, 1] for m in members]
+    return np.stack(probs, axis=1).astype(np.float32)
 
 
 class EnsemblePool:
@@ -108,15 +110,17 @@ class EnsemblePool:
         _WORKER.update(key=None, models=[])
 
     def member_probs(self, model_dirs: Sequence[Path], texts: Sequence[str],
-                     progress: Callable[[int], object] | None = None) -> np.ndarray:
+                     progress: Callable[[int], object] | None = None, *, held_out: bool = False) -> np.ndarray:
         """P(positive) of every member, shape (len(texts), len(model_dirs)).
 
         ``progress(n)`` is called as each batch of ``n`` rows comes back (for a progress bar).
+        ``held_out``: the texts are train rows, answered by ``predict_held_out`` (a fold set's
+        fold model that never saw them); otherwise ``predict_proba`` (gold rows, new texts).
         """
         key = tuple(str(d) for d in model_dirs)
         if not texts or not key:
             return np.zeros((len(texts), len(key)), dtype=np.float32)
-        tasks = [(key, list(texts[i : i + self.batch_rows])) for i in range(0, len(texts), self.batch_rows)]
+        tasks = [(key, list(texts[i : i + self.batch_rows]), held_out) for i in range(0, len(texts), self.batch_rows)]
         results = map(_predict_task, tasks) if self._pool is None else self._pool.imap(_predict_task, tasks)
         parts = []
         for part in results:

@@ -211,8 +211,12 @@ class Tracker:
         from mlflow.entities import Metric
 
         for name, info in training.items():
-            points = [Metric(f"train_loss.{name}", float(h["loss"]), 0, i)
-                      for i, h in enumerate(info.get("history", [])) if h.get("loss") is not None]
+            curves: dict[str, list[float]] = {}  # a fold set's folds each get their own curve
+            for h in info.get("history", []):
+                if h.get("loss") is not None:
+                    key = f"train_loss.{name}" + (f".fold-{h['fold']}" if "fold" in h else "")
+                    curves.setdefault(key, []).append(float(h["loss"]))
+            points = [Metric(key, loss, 0, i) for key, losses in curves.items() for i, loss in enumerate(losses)]
             if points:
                 self.client.log_batch(run_id, metrics=points)
 
@@ -295,7 +299,8 @@ class Tracker:
         version_tags = {"iteration": str(iteration), "workspace": workspace_id, "run_id": run_id,
                         f"gold_{cfg.gate_metric}": "" if value is None else f"{value:.6f}",
                         "promotion": "promoted" if ok else "rejected", "promotion_reason": reason,
-                        "previous_production": production_version or "", "dataset_rev": dataset_rev}
+                        "previous_production": production_version or "", "dataset_rev": dataset_rev,
+                        "folds": str(self.config.ensemble.folds)}  # fold models in each member's artifact
         for key, tag_value in version_tags.items():
             self.client.set_model_version_tag(registered, version, key, tag_value)
         decision = {"registered": True, "version": version, "promoted": ok, "reason": reason,

@@ -28,7 +28,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from sentirefine.errors import ModelLoadError
-from sentirefine.files.atomic import atomic_directory
+from sentirefine.files.atomic import atomic_directory, atomic_write
 
 FORMAT_VERSION = 1
 # What to do about a checkpoint that exists but cannot be read (shared by every member).
@@ -69,6 +69,20 @@ class SentimentModel(ABC):
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Class probabilities, shape (len(texts), 2), rows summing to 1."""
 
+    def predict_held_out(self, texts: Sequence[str]) -> np.ndarray:
+        """Class probabilities of train rows, each from a model that never saw the row's label.
+
+        A single model trained on every row has no such view: this is :meth:`predict_proba`
+        (in-sample). A fold set (:mod:`sentirefine.models.folds`) answers each row with the fold
+        model that held it out; the predict stage always asks this, gold and serving never do.
+        """
+        return self.predict_proba(texts)
+
+    @property
+    def fold_count(self) -> int:
+        """How many fold models answer :meth:`predict_held_out` (1: the model itself, in-sample)."""
+        return 1
+
     def change_rate(self, previous: SentimentModel) -> float | None:
         """Share of the model's inspectable state that moved since ``previous``; None if n/a."""
         return None
@@ -86,15 +100,7 @@ class SentimentModel(ABC):
         """Write the model atomically: a crash never leaves a half-written checkpoint in place."""
         with atomic_directory(Path(directory)) as tmp:
             self._save_state(tmp)
-            card = {
-                "format_version": FORMAT_VERSION,
-                "kind": self.kind,
-                "name": self.name,
-                "seed": self.seed,
-                "params": self.params.model_dump(mode="json"),
-                "history": self.history_,
-            }
-            (tmp / _CARD).write_text(json.dumps(card, ensure_ascii=False, indent=1), encoding="utf-8")
+            write_card(tmp, self)
 
 
 def load_from_card(
@@ -106,7 +112,21 @@ def load_from_card(
     imports no member: a member module imports this one, never the other way round.
     """
     directory = Path(directory)
-    card_path = directory / _CARD
+    card = read_card(directory)
+    try:
+        cls = kinds[card["kind"]]
+    except KeyError as exc:
+        raise ModelLoadError(f"model card {directory / _CARD} is corrupt: {exc!r}", hint=DAMAGED_HINT) from exc
+    params = cls.params_type().model_validate(card["params"])
+    model = cls(card["name"], params, device=device, seed=card.get("seed", 13))
+    model.history_ = card.get("history", [])
+    _load_weights(model, directory)
+    return model
+
+
+def read_card(directory: Path) -> dict[str, Any]:
+    """The ``model.json`` card of a saved model, checked for presence, JSON and format version."""
+    card_path = Path(directory) / _CARD
     if not card_path.is_file():
         raise ModelLoadError(
             f"no model at {directory} (missing {_CARD})",
@@ -114,18 +134,28 @@ def load_from_card(
         )
     try:
         card = json.loads(card_path.read_text(encoding="utf-8"))
-        cls = kinds[card["kind"]]
-    except (ValueError, KeyError) as exc:
+        card["kind"]  # a card without a kind is corrupt
+    except (ValueError, KeyError, TypeError) as exc:
         raise ModelLoadError(f"model card {card_path} is corrupt: {exc!r}", hint=DAMAGED_HINT) from exc
     if card.get("format_version") != FORMAT_VERSION:
         raise ModelLoadError(
             f"model at {directory} has format {card.get('format_version')}, expected {FORMAT_VERSION}"
         )
-    params = cls.params_type().model_validate(card["params"])
-    model = cls(card["name"], params, device=device, seed=card.get("seed", 13))
-    model.history_ = card.get("history", [])
-    _load_weights(model, directory)
-    return model
+    return card
+
+
+def write_card(directory: Path, model: SentimentModel) -> None:
+    """Write ``model``'s card into ``directory`` (the last file of a checkpoint: it marks it complete)."""
+    card = {
+        "format_version": FORMAT_VERSION,
+        "kind": model.kind,
+        "name": model.name,
+        "seed": model.seed,
+        "params": model.params.model_dump(mode="json"),
+        "history": model.history_,
+    }
+    with atomic_write(Path(directory) / _CARD, what="model card") as out:  # a fold set's card is written in place
+        out.write(json.dumps(card, ensure_ascii=False, indent=1))
 
 
 def _load_weights(model: SentimentModel, directory: Path) -> None:

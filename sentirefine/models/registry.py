@@ -11,10 +11,12 @@ where a workspace keeps its pretrained checkpoint is no business of the models.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sentirefine.models.base import SentimentModel, load_from_card
+from sentirefine.models.base import SentimentModel, load_from_card, read_card
+from sentirefine.models.folds import FoldParams, FoldSet
 
 if TYPE_CHECKING:
     from sentirefine.config import Config
@@ -34,15 +36,28 @@ def kind_classes() -> dict[str, type[SentimentModel]]:
     return {cls.kind: cls for cls in member_classes().values()}
 
 
-def build_model(name: str, config: Config) -> SentimentModel:
-    """A fresh, untrained member named ``name`` from its config section, on the configured device."""
+def build_model(name: str, config: Config, *, fold: int = 0) -> SentimentModel:
+    """A fresh, untrained member named ``name`` from its config section, on the configured device.
+
+    ``fold``: which fold model of a fold set this is; its seed is offset by it, so the ``k``
+    models of a member start from different initialisations (fold 0 is the unfolded member).
+    """
     from sentirefine.models.batching import resolve_device
 
     section = getattr(config.models, name)
     device = resolve_device(config.models.device)
-    return member_classes()[name](name, section, device=device, seed=config.models.seed)
+    return member_classes()[name](name, section, device=device, seed=config.models.seed + fold)
+
+
+def build_fold_set(name: str, config: Config) -> FoldSet:
+    """A fresh member of ``ensemble.folds`` fold models (fitted in one process by ``fit``)."""
+    return FoldSet(name, FoldParams(folds=config.ensemble.folds), seed=config.models.seed,
+                   build=lambda fold: build_model(name, config, fold=fold))
 
 
 def load_model(directory: Path, *, device: str = "cpu") -> SentimentModel:
-    """Load any saved member; its card says which class and parameters to rebuild."""
-    return load_from_card(Path(directory), kind_classes(), device=device)
+    """Load any saved member, a fold set included; its card says which class and parameters to rebuild."""
+    directory = Path(directory)
+    if read_card(directory)["kind"] == FoldSet.kind:
+        return FoldSet.load(directory, partial(load_model, device=device), device=device)
+    return load_from_card(directory, kind_classes(), device=device)

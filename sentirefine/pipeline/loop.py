@@ -182,8 +182,24 @@ def _check_checkpoints(config: Config, iteration: int) -> None:
     from sentirefine.models.batching import release_memory
 
     for name in config.models.order:
-        load_model(iteration_dir(config, iteration) / name, device="cpu")
+        model = load_model(iteration_dir(config, iteration) / name, device="cpu")
+        _check_fold_count(config, iteration, name, model.fold_count)
     release_memory()
+
+
+def _check_fold_count(config: Config, iteration: int, name: str, folds: int) -> None:
+    """Refuse to continue a workspace whose members have another fold count than ``ensemble.folds``.
+
+    A fold model is updated from its own previous checkpoint; with another k there is none, and
+    refitting silently would discard the member's history.
+    """
+    if folds != config.ensemble.folds:
+        raise ConfigError(
+            f"the {name} member of iteration {iteration} has {folds} fold model(s) but ensemble.folds is "
+            f"{config.ensemble.folds}: fold models are updated from their own checkpoints, so k cannot change mid-run",
+            hint=f"set ensemble.folds: {folds} (or SENTIREFINE_ENSEMBLE__FOLDS={folds}) to continue this workspace, "
+                 f"or import the data into a new workspace to start with the new k",
+        )
 
 
 def _predict_stage(run: StageRun) -> dict[str, Any]:
@@ -197,7 +213,7 @@ def _predict_stage(run: StageRun) -> dict[str, Any]:
     crossfit = CrossFit.prepare(config, store, spec.members, iteration)
     dirs = spec.checkpoint_dirs(config)
     with (stage_log(log, "predict", iteration=iteration, rows=total, chunk_size=chunk,
-                    cross_fit=list(crossfit.oof)) as result,
+                    cross_fit=list(crossfit.oof), folds=config.ensemble.folds) as result,
           tqdm(total=total, initial=already, desc=f"iter {iteration} predict", unit="row",
                disable=progress_disabled()) as bar):
         for rows in committed_chunks("predict", store.iter_chunks("train", chunk, after_sid=resume_after)):
@@ -207,24 +223,42 @@ def _predict_stage(run: StageRun) -> dict[str, Any]:
     # Fixed here, before correct moves any label, so a resumed correct stage uses the same offsets
     # (the correct stage's log line names them).
     offsets = policy.class_offsets(config.refine.threshold, store.label_counts("train"), store.label_counts("gold"))
-    return PredictRecord(result["weights"], chunk, offsets, *_budget_plan(config, store, iteration, offsets)).to_info()
+    return PredictRecord(result["weights"], chunk, offsets, *_flip_plan(config, store, iteration, offsets)).to_info()
 
 
-def _budget_plan(config: Config, store: Store, iteration: int,
-                 offsets: dict[int, float]) -> tuple[dict[int, float] | None, dict[str, Any] | None]:
-    """The budget rule's per-class flip thresholds and noise estimate; (None, None) under the threshold rule.
+def _flip_plan(config: Config, store: Store, iteration: int,
+               offsets: dict[int, float]) -> tuple[dict[int, float], dict[str, Any] | None]:
+    """The per-class flip thresholds of this iteration, and the budget rule's noise estimate (None otherwise).
 
-    Fixed at the end of predict, from the labels before any correction, like the offsets: a
-    resumed correct stage then flips by the same cut-offs as its first attempt.
+    Fixed at the end of predict, from the labels before any correction: a resumed correct stage
+    and the balance guard then decide by the same mapping as the first attempt.
     """
     if config.refine.rule != "budget":
-        return None, None
+        return policy.flip_thresholds(config.refine, iteration, offsets), None
     refine, votes = config.refine, unlocked_votes(store, iteration)
-    estimate = noise_budget.estimate(*votes, share=refine.budget.share_at(refine.threshold, iteration))
+    share = refine.budget.share_at(refine.threshold, iteration)
+    gold = _gold_confusion(store, iteration - 1) if refine.budget.estimator == "gold" else None
+    if gold is None:
+        estimate = noise_budget.estimate(*votes, share=share)
+    else:
+        estimate = noise_budget.estimate_with_gold(votes.labels, votes.predicted, votes.confidence, gold, share=share)
     thresholds = noise_budget.flip_thresholds(estimate, refine.budget.floor_at(refine.threshold, iteration), offsets)
     log_event(log, "noise_estimated", iteration=iteration, estimated_errors=estimate.estimated_errors,
               budget=estimate.budget, flip_thresholds=thresholds)
     return thresholds, estimate.to_json()
+
+
+def _gold_confusion(store: Store, iteration: int) -> list[list[int]] | None:
+    """The gold confusion of the models that predicted the train rows (their held-out view), if measured.
+
+    None without a gold split: the budget rule then falls back to the confident joint, and says so.
+    """
+    evaluation = store.stage_info(iteration, "evaluate") or {}
+    confusion = (evaluation.get("held_out") or evaluation.get("ensemble") or {}).get("confusion")
+    if confusion is None:
+        log_event(log, "gold_estimate_unavailable", level=logging.WARNING, iteration=iteration,
+                  hint="import a gold split (--gold); refine.budget.estimator: gold counts errors against it")
+    return confusion
 
 
 def _check_previous_spec(run: StageRun) -> None:
@@ -255,7 +289,9 @@ class PredictRecord:
     (rounded, for reading), its chunk size, and the class offsets it fixed for the correct stage.
 
     ``class_offsets`` is None for a stage recorded before the offsets existed: those iterations
-    used the hand-set ``per_class`` offsets only.
+    used the hand-set ``per_class`` offsets only. ``flip_thresholds`` (per predicted class, what
+    a flip needs) is None for a stage recorded before the mapping was (the threshold rule's is
+    then derived from the offsets); ``noise`` is the budget rule's estimate.
     """
 
     weights: dict[str, float]
@@ -266,9 +302,10 @@ class PredictRecord:
 
     def to_info(self) -> dict[str, Any]:
         """The stage info, keys as the store has always held them (older workspaces read the same)."""
-        info = {"weights": self.weights, "chunk_size": self.chunk_size, "class_offsets": self.class_offsets}
-        if self.flip_thresholds is not None:  # the budget rule's plan; absent under the threshold rule
-            info.update(flip_thresholds=self.flip_thresholds, noise=self.noise)
+        info: dict[str, Any] = {"weights": self.weights, "chunk_size": self.chunk_size,
+                                "class_offsets": self.class_offsets, "flip_thresholds": self.flip_thresholds}
+        if self.noise is not None:  # the budget rule's estimate
+            info["noise"] = self.noise
         return info
 
     @classmethod
@@ -291,38 +328,39 @@ def _class_offsets(config: Config, store: Store, iteration: int) -> dict[int, fl
     return record.class_offsets
 
 
-def _flip_thresholds(store: Store, iteration: int) -> dict[int, float] | None:
-    """The budget rule's per-class thresholds the predict stage fixed (None: the threshold rule decides)."""
-    return PredictRecord.from_info(store.stage_info(iteration, "predict") or {}).flip_thresholds
+def _flip_thresholds(config: Config, store: Store, iteration: int) -> dict[int, float]:
+    """The per-class thresholds the predict stage fixed (derived from its offsets if it predates them)."""
+    record = PredictRecord.from_info(store.stage_info(iteration, "predict") or {})
+    if record.flip_thresholds is not None:
+        return record.flip_thresholds
+    return policy.flip_thresholds(config.refine, iteration, _class_offsets(config, store, iteration))
 
 
 def _correct_guard(run: StageRun) -> None:
     """The balance guard, run before the correct stage is even recorded: a stage it stops writes nothing."""
     chunk = run.prepared["correct_chunk_size"] = resolve_chunk_size(run.config.store)
-    _balance_guard(run.config, run.store, run.iteration, _class_offsets(run.config, run.store, run.iteration), chunk,
-                   _flip_thresholds(run.store, run.iteration))
+    thresholds = run.prepared["flip_thresholds"] = _flip_thresholds(run.config, run.store, run.iteration)
+    _balance_guard(run.config, run.store, run.iteration, thresholds, chunk)
 
 
 def _correct_stage(run: StageRun) -> dict[str, Any]:
     """Apply threshold/oscillation/queue decisions chunk by chunk, one transaction each."""
     config, store, iteration = run.config, run.store, run.iteration
-    chunk = run.prepared["correct_chunk_size"]  # the guard's: both walk the same chunks
-    offsets, thresholds = _class_offsets(config, store, iteration), _flip_thresholds(store, iteration)
+    chunk, thresholds = run.prepared["correct_chunk_size"], run.prepared["flip_thresholds"]  # the guard's
     with stage_log(log, "correct", iteration=iteration, threshold=config.refine.threshold.at(iteration),
-                   class_offsets=offsets, rule=config.refine.rule, flip_thresholds=thresholds) as result:
+                   rule=config.refine.rule, flip_thresholds=thresholds) as result:
         changed = 0
         for rows in committed_chunks("correct", store.iter_predictions(iteration, chunk)):
-            flips = store.flip_counts(policy.candidates(rows, iteration, config.refine, offsets, thresholds))
+            flips = store.flip_counts(policy.candidates(rows, thresholds))
             decision = policy.decide(rows, iteration=iteration, refine=config.refine, flip_counts=flips,
-                                     offsets=offsets, thresholds=thresholds)
+                                     thresholds=thresholds)
             changed += store.apply_decision(decision.changes, decision.freeze, decision.queue,
                                             iteration=iteration, source="ensemble", confident=decision.confident)
         result["changed_this_attempt"] = changed
     return {"changed": store.changes_in_iteration(iteration)}
 
 
-def _balance_guard(config: Config, store: Store, iteration: int, offsets: dict[int, float], chunk: int,
-                   thresholds: dict[int, float] | None = None) -> None:
+def _balance_guard(config: Config, store: Store, iteration: int, thresholds: dict[int, float], chunk: int) -> None:
     """Stop a correct stage that would move the train class balance far away from the gold split's.
 
     Why: a threshold the models clear for almost every row (a valid ``threshold.start`` of 0.55)
@@ -339,9 +377,9 @@ def _balance_guard(config: Config, store: Store, iteration: int, offsets: dict[i
     now = store.label_counts("train")
     before = {1: now.get(1, 0) - moved[1] + moved[0], 0: now.get(0, 0) - moved[0] + moved[1]}
     for rows in store.iter_predictions(iteration, chunk):
-        flips = store.flip_counts(policy.candidates(rows, iteration, config.refine, offsets, thresholds))
+        flips = store.flip_counts(policy.candidates(rows, thresholds))
         stats = policy.decide(rows, iteration=iteration, refine=config.refine, flip_counts=flips,
-                              offsets=offsets, thresholds=thresholds).stats
+                              thresholds=thresholds).stats
         moved.update({label: stats[f"corrected_to_{label}"] for label in (0, 1)})
     shift = policy.balance_shift(before, moved, gold)
     if shift.away <= tolerance:

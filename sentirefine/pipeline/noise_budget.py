@@ -15,6 +15,15 @@ data instead, as confident learning does (Northcutt et al., cleanlab's ``count``
    P(j) − P(i) = 2·P(j) − 1 ranks as the confidence does): the flip threshold of class ``j`` is
    the confidence of the last row inside the budget (ties at it pass too).
 
+The confident joint counts every confident disagreement as a wrong label, so members that are
+often wrong themselves (fold models trained on part of the rows) make it over-count.
+:func:`estimate_with_gold` (``refine.budget.estimator: gold``) separates the two error sources
+with the gold split instead, as trusted-data loss correction does (Hendrycks et al. 2018): on
+gold the ensemble's confusion ``M[t][a]`` = P(predicted a | true t) is measured, and if the
+members' mistakes do not depend on whether a row's label is wrong, the train joint
+``J[a][b]`` = #(predicted a, labelled b) is ``Σ_t M[t][a] · Q[t][b]`` with ``Q[t][b]`` = #(true t,
+labelled b), so ``Q = (Mᵀ)⁻¹ J``: the wrong labels per class, net of the members' own errors.
+
 ``share`` and a confidence ``floor`` are the rising threshold's schedule (``budget_share``):
 each iteration re-estimates the errors that remain and may flip a share of them, and a flip
 never needs less confidence than the floor. Locked rows (human labels, frozen rows) take no part:
@@ -44,6 +53,7 @@ class NoiseEstimate:
     joint: tuple[tuple[int, int], tuple[int, int]]
     budget: dict[int, int]
     cutoff: dict[int, float]
+    method: str = "confident_joint"  # or "gold": ``self_confidence`` then holds the per-class gold recall
 
     @property
     def estimated_errors(self) -> dict[int, int]:
@@ -52,7 +62,8 @@ class NoiseEstimate:
 
     def to_json(self) -> dict:
         """As the predict stage records it (JSON: class keys become strings, inf becomes null)."""
-        return {"self_confidence": list(self.self_confidence), "joint": [list(r) for r in self.joint],
+        return {"method": self.method, "self_confidence": list(self.self_confidence),
+                "joint": [list(r) for r in self.joint],
                 "budget": self.budget, "cutoff": {k: (None if math.isinf(v) else v) for k, v in self.cutoff.items()}}
 
 
@@ -104,16 +115,51 @@ def estimate(labels: np.ndarray, p_positive: np.ndarray, predicted: np.ndarray, 
     the two consistent whatever ``ensemble.confidence`` rule makes it).
     """
     if labels.size == 0:
-        return NoiseEstimate((1.0, 1.0), ((0, 0), (0, 0)), {0: 0, 1: 0}, {0: math.inf, 1: math.inf})
+        return _empty()
     joint, thresholds = confident_joint(labels, p_positive)
+    return _with_budget(joint, (float(thresholds[0]), float(thresholds[1])), labels, predicted, confidence, share)
+
+
+def estimate_with_gold(labels: np.ndarray, predicted: np.ndarray, confidence: np.ndarray,
+                       gold_confusion: list[list[int]], *, share: float) -> NoiseEstimate:
+    """Wrong labels per class from the train joint net of the ensemble's gold confusion, and the budget.
+
+    ``gold_confusion[t][a]``: gold rows of true class ``t`` the ensemble predicted as ``a``, with
+    the same kind of models that predicted the train rows (fold models for held-out rows). An
+    ensemble no better than chance on gold (non-positive determinant) justifies no flip.
+    """
+    if labels.size == 0:
+        return _empty()
+    m = np.asarray(gold_confusion, dtype=float)
+    m = m / np.maximum(m.sum(axis=1, keepdims=True), 1.0)
+    recall = (float(m[0, 0]), float(m[1, 1]))
+    counts = np.bincount(labels, minlength=2).astype(float)
+    if np.linalg.det(m) <= 1e-6:
+        joint = np.diag(counts)
+    else:
+        j = np.zeros((2, 2))
+        np.add.at(j, (predicted, labels), 1)  # j[a][b]: predicted a, labelled b
+        q = np.clip(np.linalg.solve(m.T, j), 0.0, None)  # q[t][b]: true t, labelled b
+        q = q / np.maximum(q.sum(axis=0, keepdims=True), 1e-12) * counts[None, :]
+        joint = q.T  # joint[i][j]: labelled i, truly j, as the confident joint
+    return _with_budget(_round_rows(joint), recall, labels, predicted, confidence, share, method="gold")
+
+
+def _empty() -> NoiseEstimate:
+    return NoiseEstimate((1.0, 1.0), ((0, 0), (0, 0)), {0: 0, 1: 0}, {0: math.inf, 1: math.inf})
+
+
+def _with_budget(joint: np.ndarray, evidence: tuple[float, float], labels: np.ndarray, predicted: np.ndarray,
+                 confidence: np.ndarray, share: float, method: str = "confident_joint") -> NoiseEstimate:
+    """Per target class ``j``: ``share`` of the estimated rows labelled ``1-j`` that are really ``j``,
+    the most confident of the rows predicted ``j`` first, and the confidence of the last of them."""
     budget, cutoff = {}, {}
     for j in CLASSES:
         candidates = np.sort(confidence[(labels != j) & (predicted == j)])[::-1]
         budget[j] = min(math.floor(share * joint[1 - j][j] + 1e-9), candidates.size)
         cutoff[j] = float(candidates[budget[j] - 1]) if budget[j] else math.inf
-    return NoiseEstimate((float(thresholds[0]), float(thresholds[1])),
-                         ((int(joint[0, 0]), int(joint[0, 1])), (int(joint[1, 0]), int(joint[1, 1]))),
-                         budget, cutoff)
+    return NoiseEstimate(evidence, ((int(joint[0, 0]), int(joint[0, 1])), (int(joint[1, 0]), int(joint[1, 1]))),
+                         budget, cutoff, method)
 
 
 def flip_thresholds(estimate: NoiseEstimate, floor: float, offsets: dict[int, float]) -> dict[int, float]:

@@ -84,21 +84,21 @@ def class_offsets(threshold: ThresholdSchedule, train_counts: Mapping[int, int],
     return offsets
 
 
-def flip_threshold(refine: RefineConfig, iteration: int, predicted: int, offsets: Mapping[int, float] | None = None,
-                   thresholds: Mapping[int, float] | None = None) -> float:
-    """The confidence a flip to ``predicted`` needs: ``thresholds`` fixed for the iteration (the budget
-    rule's, see ``noise_budget``), else the rising threshold plus the class offset."""
-    if thresholds is not None:
-        return thresholds[predicted]
-    return refine.threshold.at(iteration, predicted, offsets)
+def flip_thresholds(refine: RefineConfig, iteration: int,
+                    offsets: Mapping[int, float] | None = None) -> dict[int, float]:
+    """Per predicted class, the confidence a flip needs under the threshold rule: the rising
+    threshold plus the class offset (``per_class`` when ``offsets`` is not given).
+
+    The budget rule computes its own mapping (``noise_budget.flip_thresholds``); either way the
+    predict stage fixes one mapping per iteration and every decision below reads only it.
+    """
+    return {label: refine.threshold.at(iteration, label, offsets) for label in (0, 1)}
 
 
-def candidates(rows: Sequence[tuple], iteration: int, refine: RefineConfig,
-               offsets: Mapping[int, float] | None = None, thresholds: Mapping[int, float] | None = None) -> list[int]:
+def candidates(rows: Sequence[tuple], thresholds: Mapping[int, float]) -> list[int]:
     """Sids that would change label this iteration (their flip counts are needed to decide)."""
     return [sid for sid, current, predicted, conf, lock in rows
-            if not lock and predicted != current
-            and conf >= flip_threshold(refine, iteration, predicted, offsets, thresholds)]
+            if not lock and predicted != current and conf >= thresholds[predicted]]
 
 
 def decide(
@@ -107,17 +107,15 @@ def decide(
     iteration: int,
     refine: RefineConfig,
     flip_counts: dict[int, int],
-    offsets: Mapping[int, float] | None = None,
-    thresholds: Mapping[int, float] | None = None,
+    thresholds: Mapping[int, float],
 ) -> Decision:
     """Turn one chunk of (sid, current, predicted, confidence, lock) into label decisions.
 
     ``lock`` ('human', 'frozen' or None, from ``Store.iter_predictions``): a locked row is left
     alone and counted as ``skipped_human`` or ``skipped_frozen``.
 
-    ``offsets``: the class offsets in force (:func:`class_offsets`); ``per_class`` when not given.
-    ``thresholds``: per predicted class, the confidence a flip needs this iteration, when fixed
-    for it (the budget rule); they replace the rising threshold and its offsets.
+    ``thresholds``: per predicted class, the confidence a flip needs this iteration
+    (:func:`flip_thresholds`, or the budget rule's), fixed by the predict stage.
     """
     out = Decision()
     for sid, current, predicted, conf, lock in rows:
@@ -126,7 +124,7 @@ def decide(
             out.stats[f"skipped_{lock}"] += 1
             continue
         frozen = False
-        if predicted != current and conf >= flip_threshold(refine, iteration, predicted, offsets, thresholds):
+        if predicted != current and conf >= thresholds[predicted]:
             frozen = flip_counts.get(sid, 0) >= refine.max_flips
             if frozen:
                 out.freeze.append(sid)

@@ -11,7 +11,6 @@ checkpoint, so a crash during BERT does not redo the lexicon, LSTM and BiLSTM.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from pathlib import Path
@@ -23,15 +22,16 @@ from tqdm import tqdm
 from sentirefine.config import Config
 from sentirefine.data.store import Store
 from sentirefine.data.store_training import gold_set, trainable_summary, unfrozen_train_set
-from sentirefine.data.workspace import iteration_dir, resolve_checkpoint
+from sentirefine.data.workspace import iteration_dir
+from sentirefine.ensemble.jobs import job_runner
 from sentirefine.ensemble.metrics import classification_metrics, confusion
 from sentirefine.ensemble.pool import EnsemblePool
 from sentirefine.ensemble.spec import EnsembleSpec
 from sentirefine.errors import TrainingError
 from sentirefine.faults import crash_point
 from sentirefine.logs import log_event, progress_disabled, stage_log
-from sentirefine.models import SentimentModel, build_model, load_model
 from sentirefine.models.batching import release_memory, resolve_device
+from sentirefine.pipeline.train_folds import train_fold_set, train_one
 
 log = logging.getLogger(__name__)
 
@@ -60,43 +60,45 @@ def training_set(store: Store) -> tuple[list[str], np.ndarray]:
 
 
 def train_members(config: Config, store: Store, iteration: int) -> dict[str, dict[str, Any]]:
-    """Train every member for ``iteration``; returns per-member training info."""
-    texts, labels = training_set(store)
+    """Train every member for ``iteration``, one after another; returns per-member training info.
+
+    With ``ensemble.folds`` > 1 a member's fold models are jobs of one runner, alive for the
+    stage; members still train in order, so two big members never compete for memory.
+    """
+    data = training_set(store)
     out_dir = iteration_dir(config, iteration)
     previous = iteration_dir(config, iteration - 1) if iteration > 0 else None
-    device = resolve_device(config.models.device)
     info: dict[str, dict[str, Any]] = {}
-    for name in config.models.order:
-        stage = f"train:{name}"
-        if store.stage_done(iteration, stage) and (out_dir / name / "model.json").is_file():
-            info[name] = store.stage_info(iteration, stage) or {}
-            continue
-        store.start_stage(iteration, stage)
-        release_memory()
-        with stage_log(log, stage, iteration=iteration, rows=len(texts)) as result:
-            started = time.perf_counter()
-            model, change = _train_one(config, name, previous, device, texts, labels)
-            crash_point(f"{stage}_before_save")
-            model.save(out_dir / name)
-            crash_point(f"{stage}_after_save")
-            result.update(seconds=round(time.perf_counter() - started, 2), change_rate=change,
-                          mode="fit" if previous is None else "update")
-        info[name] = {**result, "history": model.history_[-5:]}
-        store.finish_stage(iteration, stage, info[name])
-        del model
-        release_memory()
+    with job_runner(config, config.ensemble.folds) as runner:
+        for name in config.models.order:
+            stage = f"train:{name}"
+            if store.stage_done(iteration, stage) and (out_dir / name / "model.json").is_file():
+                info[name] = store.stage_info(iteration, stage) or {}
+                continue
+            store.start_stage(iteration, stage)
+            release_memory()
+            dirs = (out_dir / name, None if previous is None else previous / name)
+            with stage_log(log, stage, iteration=iteration, rows=len(data[0])) as result:
+                started = time.perf_counter()
+                trained = (train_fold_set(config, store, name, iteration, dirs, data, runner)
+                           if config.ensemble.folds > 1 else _train_single(config, name, dirs, data))
+                result.update(seconds=round(time.perf_counter() - started, 2), change_rate=trained.pop("change_rate"),
+                              mode=trained.pop("mode"), **{k: v for k, v in trained.items() if k != "history"})
+            info[name] = {**result, "history": trained["history"]}
+            store.finish_stage(iteration, stage, info[name])
+            release_memory()
     return info
 
 
-def _train_one(config: Config, name: str, previous: Path | None, device: str, texts: list[str],
-               labels: np.ndarray) -> tuple[SentimentModel, float | None]:
-    if previous is None:
-        return build_model(name, resolve_checkpoint(config)).fit(texts, labels), None
-    model = load_model(previous / name, device=device)
-    # Only members that define a change rate (the lexicon) pay for keeping a copy.
-    before = copy.deepcopy(model) if type(model).change_rate is not SentimentModel.change_rate else None
-    model.update(texts, labels)
-    return model, (model.change_rate(before) if before is not None else None)
+def _train_single(config: Config, name: str, dirs: tuple[Path, Path | None],
+                  data: tuple[list[str], np.ndarray]) -> dict[str, Any]:
+    """One model for the member, trained on every unfrozen row (``ensemble.folds`` = 1)."""
+    out, previous = dirs
+    model, change = train_one(config, name, previous, resolve_device(config.models.device), *data)
+    crash_point(f"train:{name}_before_save")
+    model.save(out)
+    crash_point(f"train:{name}_after_save")
+    return {"change_rate": change, "mode": "fit" if previous is None else "update", "history": model.history_[-5:]}
 
 
 def evaluate_members(config: Config, store: Store, iteration: int, pool: EnsemblePool) -> dict[str, Any]:
@@ -114,17 +116,24 @@ def evaluate_members(config: Config, store: Store, iteration: int, pool: Ensembl
                   hint="import a gold file (--gold) to measure models honestly")
         spec = EnsembleSpec.uniform(names, config.ensemble, iteration)
         return {"members": {}, "ensemble": {}, "weights": spec.weight_map(), "spec": spec.to_dict()}
-    with tqdm(total=len(texts), desc=f"iter {iteration} evaluate", unit="row", disable=progress_disabled(),
-              leave=False) as bar:
-        raw = pool.member_probs([iteration_dir(config, iteration) / n for n in names], texts, progress=bar.update)
+    dirs, folded = [iteration_dir(config, iteration) / n for n in names], config.ensemble.folds > 1
+    with tqdm(total=len(texts) * (1 + folded), desc=f"iter {iteration} evaluate", unit="row",
+              disable=progress_disabled(), leave=False) as bar:
+        raw = pool.member_probs(dirs, texts, progress=bar.update)
+        held = pool.member_probs(dirs, texts, progress=bar.update, held_out=True) if folded else None
     members = {n: {**classification_metrics(labels, raw[:, i]), "confusion": confusion(labels, raw[:, i] > 0.5)}
                for i, n in enumerate(names)}
     spec = EnsembleSpec.fit(names, raw, labels, config.ensemble, iteration)
     out = spec.combine(raw)
     ensemble = classification_metrics(labels, out.p_positive)
     ensemble["confusion"] = confusion(labels, out.predicted)
-    return {"members": members, "ensemble": ensemble, "weights": spec.weight_map(),
-            "temperatures": spec.temperature_map(), "spec": spec.to_dict()}
+    result = {"members": members, "ensemble": ensemble, "weights": spec.weight_map(),
+              "temperatures": spec.temperature_map(), "spec": spec.to_dict()}
+    if held is not None:  # one fold model per member, as each train row is predicted: the budget's evidence
+        vote = spec.combine(held)
+        result["held_out"] = {"accuracy": classification_metrics(labels, vote.p_positive)["accuracy"],
+                              "confusion": confusion(labels, vote.predicted)}
+    return result
 
 
 def _gold_sample(config: Config, store: Store) -> tuple[list[str], np.ndarray]:

@@ -138,7 +138,8 @@ def test_crossfit_member_probs_sends_only_pooled_members_and_counts_rows_once() 
     calls, seen = [], []
 
     class Pool:
-        def member_probs(self, dirs, texts, progress=None):
+        def member_probs(self, dirs, texts, progress=None, *, held_out=False):
+            assert held_out  # train rows: a fold set answers with the model that held them out
             calls.append([d.name for d in dirs])
             if dirs and progress:
                 progress(len(texts))

@@ -75,3 +75,26 @@ def test_no_candidates_means_no_budget_and_an_unreachable_cutoff():
     assert est.to_json()["cutoff"] == {0: None, 1: None}
     empty = noise_budget.estimate(np.array([], int), np.array([]), np.array([], int), np.array([]), share=1.0)
     assert empty.budget == {0: 0, 1: 0}
+
+
+def test_the_gold_estimate_recovers_the_wrong_labels_net_of_the_members_own_errors():
+    """Members wrong on 25% / 15% of each class, independently of the 20% flipped labels: the gold
+    confusion separates the two, so the estimate lands on the injected errors per class."""
+    rng = np.random.default_rng(3)
+    n = 40_000
+    truth = rng.integers(0, 2, n)
+    wrong = rng.random(n) < 0.2
+    labels = np.where(wrong, 1 - truth, truth)
+    miss = rng.random(n) < np.where(truth == 0, 0.25, 0.15)
+    predicted = np.where(miss, 1 - truth, truth)
+    confidence = rng.uniform(0.5, 1.0, n)
+    gold_confusion = [[750, 250], [150, 850]]  # the same members on 2,000 gold rows
+    est = noise_budget.estimate_with_gold(labels, predicted, confidence, gold_confusion, share=1.0)
+    really = {0: int(((labels == 1) & (truth == 0)).sum()), 1: int(((labels == 0) & (truth == 1)).sum())}
+    for j in (0, 1):
+        assert abs(est.estimated_errors[j] - really[j]) < 0.05 * really[j], (est.estimated_errors, really)
+    disagreements = {j: int(((labels != j) & (predicted == j)).sum()) for j in (0, 1)}
+    assert all(disagreements[j] > 1.3 * really[j] for j in (0, 1))  # what counting disagreements would flip
+    assert est.method == "gold" and est.to_json()["method"] == "gold"
+    chance = noise_budget.estimate_with_gold(labels, predicted, confidence, [[500, 500], [500, 500]], share=1.0)
+    assert chance.budget == {0: 0, 1: 0}  # members no better than chance on gold justify no flip

@@ -10,7 +10,7 @@ import pytest
 from sentirefine.config import RefineConfig, ThresholdSchedule
 from sentirefine.ensemble.combine import apply_temperature, combine, fit_temperature, member_weights
 from sentirefine.ensemble.metrics import classification_metrics, confusion
-from sentirefine.pipeline.policy import class_offsets, convergence, decide
+from sentirefine.pipeline.policy import candidates, class_offsets, convergence, decide, flip_thresholds
 
 
 def test_weights_follow_margin_over_chance():
@@ -46,13 +46,14 @@ def test_decide_threshold_oscillation_and_queue():
         (5, 0, 1, 0.99, "frozen"),  # frozen rows are never touched
         (6, 0, 1, 0.99, "human"),  # nor are a person's labels, counted apart
     ]
-    d = decide(rows, iteration=1, refine=refine, flip_counts={4: 1})
+    d = decide(rows, iteration=1, refine=refine, flip_counts={4: 1}, thresholds=flip_thresholds(refine, 1))
     assert [(c.sid, c.old_label, c.new_label) for c in d.changes] == [(1, 0, 1)]
     assert (d.stats["skipped_frozen"], d.stats["skipped_human"]) == (1, 1)
     assert d.freeze == [4]
     assert sorted((q[0], q[2]) for q in d.queue) == [(3, "low_confidence"), (4, "oscillation")]
     # In iteration 3 the threshold is 0.9: row 1 still qualifies, at 0.95 (iteration 4) it does not.
-    assert [c.sid for c in decide(rows, iteration=4, refine=refine, flip_counts={4: 1}).changes] == []
+    late = decide(rows, iteration=4, refine=refine, flip_counts={4: 1}, thresholds=flip_thresholds(refine, 4))
+    assert [c.sid for c in late.changes] == []
 
 
 def test_class_offsets_follow_the_label_excess_over_gold():
@@ -72,9 +73,13 @@ def test_class_offsets_follow_the_label_excess_over_gold():
 def test_decide_applies_the_offset_of_the_predicted_class():
     refine = RefineConfig(threshold=ThresholdSchedule(start=0.7, step=0.0, max=0.95))
     rows = [(1, 1, 0, 0.72, 0), (2, 0, 1, 0.72, 0)]
-    assert [c.sid for c in decide(rows, iteration=1, refine=refine, flip_counts={}).changes] == [1, 2]
-    shifted = decide(rows, iteration=1, refine=refine, flip_counts={}, offsets={0: 0.05})
-    assert [c.sid for c in shifted.changes] == [2]  # a flip to 0 now needs 0.75
+    plain = decide(rows, iteration=1, refine=refine, flip_counts={}, thresholds=flip_thresholds(refine, 1))
+    assert [c.sid for c in plain.changes] == [1, 2]
+    offsets = flip_thresholds(refine, 1, {0: 0.05})
+    assert offsets == pytest.approx({0: 0.75, 1: 0.70})  # a flip to 0 now needs 0.75
+    shifted = decide(rows, iteration=1, refine=refine, flip_counts={}, thresholds=offsets)
+    assert [c.sid for c in shifted.changes] == [2]
+    assert candidates(rows, offsets) == [2]
 
 
 def test_metrics():

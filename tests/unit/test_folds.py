@@ -1,0 +1,127 @@
+"""Fold sets: k persistent models of one member, each judging only the rows it never trained on.
+
+Real lexicon members (regex tokens, so no Kiwi start-up): the held-out claim is checked on the
+lexicon's own dictionary, which holds exactly the tokens its training rows contained.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sentirefine.config import load_config
+from sentirefine.ensemble.jobs import JobRunner
+from sentirefine.errors import TrainingError, UsageError
+from sentirefine.models import load_model
+from sentirefine.models.folds import FoldSet, fold_of
+from sentirefine.models.registry import build_fold_set
+
+GOOD = ["good", "great", "lovely", "superb"]
+BAD = ["bad", "awful", "boring", "dull"]
+
+
+def corpus(n: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """Labelled sentences, each with one token of its own (``uniq<i>``) that no other row has."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, size=n).astype(np.int64)
+    texts = [f"uniq{i} it was {rng.choice(GOOD if y else BAD)} and {rng.choice(GOOD if y else BAD)}"
+             for i, y in enumerate(labels)]
+    return texts, labels
+
+
+def fold_config(tmp_path: Path, folds: int = 3):
+    return load_config(overrides={"workspace": str(tmp_path), "ensemble": {"folds": folds},
+                                  "models": {"lexicon": {"min_count": 1, "tokenizer": "regex"}}})
+
+
+def test_a_rows_fold_depends_on_its_words_only_and_spreads_evenly():
+    texts = [f"review number {i}" for i in range(3000)]
+    folds = fold_of(texts, 3)
+    assert set(folds.tolist()) == {0, 1, 2}
+    assert np.all(np.abs(np.bincount(folds) / len(texts) - 1 / 3) < 0.03)
+    # fixed for the row's life (no salted hash): the same texts give the same folds in another order
+    assert fold_of(texts[::-1], 3).tolist() == folds[::-1].tolist()
+    # a duplicate differing only in spacing lands in the same fold, so no fold model learns its twin
+    assert fold_of(["  review   number 7 "], 3)[0] == folds[7]
+
+
+def test_each_fold_model_trains_only_outside_its_fold(tmp_path):
+    texts, labels = corpus(300, seed=1)
+    model = build_fold_set("lexicon", fold_config(tmp_path)).fit(texts, labels)
+    folds = fold_of(texts, 3)
+    for j, member in enumerate(model.models_):
+        seen = {t for t in member.dictionary_ if t.startswith("uniq") and " " not in t}  # unigrams
+        assert seen == {f"uniq{i}" for i in np.flatnonzero(folds != j)}  # the rows outside fold j, all of them
+
+
+def test_held_out_predictions_come_from_the_fold_model_that_never_saw_the_row(tmp_path):
+    texts, labels = corpus(300, seed=2)
+    model = build_fold_set("lexicon", fold_config(tmp_path)).fit(texts, labels)
+    held, folds = model.predict_held_out(texts), fold_of(texts, 3)
+    for j, member in enumerate(model.models_):
+        rows = np.flatnonzero(folds == j)
+        np.testing.assert_allclose(held[rows], member.predict_proba([texts[i] for i in rows]), rtol=1e-6)
+    mean = np.mean([m.predict_proba(texts) for m in model.models_], axis=0)
+    np.testing.assert_allclose(model.predict_proba(texts), mean, rtol=1e-6)  # gold and serving: the average
+    assert not np.allclose(held, model.predict_proba(texts))  # the two views differ on train rows
+
+
+def test_a_saved_fold_set_loads_back_and_updates_each_fold_from_its_own_state(tmp_path):
+    texts, labels = corpus(300, seed=3)
+    model = build_fold_set("lexicon", fold_config(tmp_path)).fit(texts, labels)
+    model.save(tmp_path / "lexicon")
+    assert sorted(p.name for p in (tmp_path / "lexicon").iterdir()) == ["fold-0", "fold-1", "fold-2", "model.json"]
+    loaded = load_model(tmp_path / "lexicon")
+    assert isinstance(loaded, FoldSet) and loaded.fold_count == 3
+    np.testing.assert_array_equal(loaded.predict_held_out(texts), model.predict_held_out(texts))
+    before = load_model(tmp_path / "lexicon")
+    flipped = labels.copy()
+    flipped[:60] = 1 - flipped[:60]
+    loaded.update(texts, flipped)
+    rates = [m.change_rate(p) for m, p in zip(loaded.models_, before.models_, strict=True)]
+    assert loaded.change_rate(before) == pytest.approx(np.mean(rates)) and max(rates) > 0
+    for j, member in enumerate(loaded.models_):  # updated on its own fold's complement, never on fold j
+        assert not any(f"uniq{i}" in member.dictionary_ for i in np.flatnonzero(fold_of(texts, 3) == j))
+
+
+def test_a_fold_set_missing_a_fold_is_a_clear_load_error(tmp_path):
+    texts, labels = corpus(120, seed=4)
+    build_fold_set("lexicon", fold_config(tmp_path, folds=2)).fit(texts, labels).save(tmp_path / "lexicon")
+    (tmp_path / "lexicon" / "fold-1" / "model.json").unlink()
+    with pytest.raises(Exception, match="fold-1"):
+        load_model(tmp_path / "lexicon")
+
+
+def _square(x: int) -> tuple[int, int]:
+    return x * x, os.getpid()
+
+
+def _fail(x: int) -> int:
+    raise UsageError(f"job {x} refused", hint="a hint that must survive the trip")
+
+
+def _die(x: int) -> int:
+    os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def test_the_job_runner_runs_jobs_in_worker_processes_and_reports_their_errors_whole():
+    with JobRunner(2) as runner:
+        results = sorted(runner.run(_square, [1, 2, 3, 4]))
+        assert [r[0] for r in results] == [1, 4, 9, 16]
+        assert os.getpid() not in {r[1] for r in results}  # ran in the workers
+        with pytest.raises(UsageError, match="job") as caught:
+            list(runner.run(_fail, [1, 2]))
+        assert caught.value.hint == "a hint that must survive the trip"
+    with JobRunner(1) as runner:
+        assert {r[1] for r in runner.run(_square, [1, 2])} == {os.getpid()}  # one worker: in this process
+
+
+def test_a_killed_job_worker_stops_the_command_with_a_resumable_error():
+    with JobRunner(2) as runner, pytest.raises(TrainingError, match="worker process died") as caught:
+        list(runner.run(_die, [1, 2]))
+    assert "run the same command again" in caught.value.hint
