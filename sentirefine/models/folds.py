@@ -52,9 +52,10 @@ def fold_of(texts: Sequence[str], folds: int) -> np.ndarray:
          for t in texts), dtype=np.int64, count=len(texts))
 
 
-def out_of_fold_rows(texts: Sequence[str], labels: np.ndarray, folds: int, fold: int) -> tuple[list[str], np.ndarray]:
-    """The rows fold model ``fold`` trains on: every row outside fold ``fold``."""
-    keep = np.flatnonzero(fold_of(texts, folds) != fold)
+def out_of_fold_rows(texts: Sequence[str], labels: np.ndarray, assignment: np.ndarray,
+                     fold: int) -> tuple[list[str], np.ndarray]:
+    """The rows fold model ``fold`` trains on: every row outside fold ``fold`` (``assignment``: :func:`fold_of`)."""
+    keep = np.flatnonzero(assignment != fold)
     return [texts[i] for i in keep], labels[keep]
 
 
@@ -62,7 +63,7 @@ class FoldSet(SentimentModel):
     """``k`` models of one member, behind the member contract.
 
     ``build(j)`` makes a fresh fold model *j* (``fit``); ``load(path)`` reads a saved one
-    (:meth:`load`). The train stage fits folds as separate jobs (``pipeline.fold_jobs``) and
+    (:meth:`load`). The train stage fits folds as separate jobs (``pipeline.train_folds``) and
     seals the set; :meth:`fit` and :meth:`update` do the same in one process.
     """
 
@@ -86,14 +87,16 @@ class FoldSet(SentimentModel):
     def fit(self, texts: Sequence[str], labels: np.ndarray) -> Self:
         if self._build is None:
             raise ValueError(f"fold set {self.name!r} was loaded, not built: it can be updated, not fitted")
-        self.models_ = [self._build(j).fit(*out_of_fold_rows(texts, labels, self.fold_count, j))
+        assignment = fold_of(texts, self.fold_count)
+        self.models_ = [self._build(j).fit(*out_of_fold_rows(texts, labels, assignment, j))
                         for j in range(self.fold_count)]
         self.history_ = self.fold_history()
         return self
 
     def update(self, texts: Sequence[str], labels: np.ndarray) -> Self:
+        assignment = fold_of(texts, self.fold_count)
         for j, model in enumerate(self.models_):
-            model.update(*out_of_fold_rows(texts, labels, self.fold_count, j))
+            model.update(*out_of_fold_rows(texts, labels, assignment, j))
         self.history_ = self.fold_history()
         return self
 

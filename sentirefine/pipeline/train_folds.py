@@ -27,8 +27,8 @@ from sentirefine.ensemble.jobs import JobRunner, describe
 from sentirefine.faults import crash_point
 from sentirefine.logs import stage_log
 from sentirefine.models import SentimentModel, build_model, load_model
-from sentirefine.models.batching import release_memory
-from sentirefine.models.folds import FoldSet, fold_dir, out_of_fold_rows
+from sentirefine.models.batching import release_memory, resolve_device
+from sentirefine.models.folds import FoldSet, fold_dir, fold_of, out_of_fold_rows
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class FoldJob:
     config: Config
     name: str
     fold: int
-    folds: int
+    assignment: np.ndarray  # each row's fold (models.folds.fold_of), computed once for all of a member's jobs
     previous: Path | None  # this fold's checkpoint of the previous iteration (None: fit from scratch)
     out: Path
     device: str
@@ -77,7 +77,7 @@ class FoldOutcome:
 def fit_fold(job: FoldJob) -> FoldOutcome:
     """One fold model: train on the rows outside its fold, save it atomically (runs in a job worker)."""
     stage = f"train:{job.name}:fold-{job.fold}"
-    texts, labels = out_of_fold_rows(job.texts, job.labels, job.folds, job.fold)
+    texts, labels = out_of_fold_rows(job.texts, job.labels, job.assignment, job.fold)
     with stage_log(log, stage, iteration=job.iteration, rows=len(texts)):
         started = time.perf_counter()
         model, change = train_one(job.config, job.name, job.previous, job.device, texts, labels, fold=job.fold)
@@ -98,9 +98,10 @@ def train_fold_set(config: Config, store: Store, name: str, iteration: int, memb
     bootstrap). Returns the member's training info: each fold's seconds, the mean fold change rate.
     """
     out, previous = member_dirs
-    folds, device = config.ensemble.folds, _device(config)
-    jobs = [FoldJob(config, name, j, folds, None if previous is None else fold_dir(previous, j), fold_dir(out, j),
-                    device, iteration, *data)
+    folds, device = config.ensemble.folds, resolve_device(config.models.device)
+    assignment = fold_of(data[0], folds)
+    jobs = [FoldJob(config, name, j, assignment, None if previous is None else fold_dir(previous, j),
+                    fold_dir(out, j), device, iteration, *data)
             for j in range(folds) if not _fold_done(store, iteration, name, j, out)]
     with stage_log(log, f"train:{name}:folds", iteration=iteration, folds=folds, pending=len(jobs), **describe(runner)):
         for job in jobs:
@@ -125,8 +126,3 @@ def _fold_done(store: Store, iteration: int, name: str, fold: int, out: Path) ->
     """A fold whose stage is recorded and whose checkpoint is complete is not fitted again."""
     return store.stage_done(iteration, _fold_stage(name, fold)) and (fold_dir(out, fold) / "model.json").is_file()
 
-
-def _device(config: Config) -> str:
-    from sentirefine.models.batching import resolve_device
-
-    return resolve_device(config.models.device)
