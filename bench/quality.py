@@ -131,19 +131,46 @@ class QualityRun:
         # Another fold count means other bootstrap models (k fold models per member): such an arm
         # bootstraps itself from the same noisy labels, and its time includes that bootstrap.
         own_bootstrap = cfg.ensemble.folds != self.setup.config(BOOTSTRAP).ensemble.folds
-        boot = {"seconds": 0.0} if own_bootstrap else self.bootstrap()
-        if own_bootstrap:
-            create(cfg, self.setup)
-        else:
-            clone(Path(boot["workspace"]), cfg)
+        started = self._started(arm)
+        if started is None:
+            boot = {"seconds": 0.0} if own_bootstrap else self.bootstrap()
+            if own_bootstrap:
+                create(cfg, self.setup)
+            else:
+                clone(Path(boot["workspace"]), cfg)
+            started = {"settings": self.settings(arm), "shared_bootstrap_seconds": boot["seconds"], "attempts": 0}
+        started["attempts"] += 1
+        _marker(self.setup, arm).write_text(json.dumps(started), encoding="utf-8")
+        # An interrupted arm (session end, kill) continues here: `refine` resumes its workspace.
         with locked(cfg), open_store(cfg) as store:
             result = loop.refine(cfg, store, max_iterations=self.max_iterations)
             finished = [it for it in store.iterations() if it["finished_at"]]
-            return {"labels": label_scores(store), "gold": _gold(finished[-1]["metrics"]),
-                    "iterations": len([it for it in finished if it["iteration"] > 0]),
-                    "converged": result.stop_reason.startswith("converged"), "stop_reason": result.stop_reason,
-                    "per_iteration": _iteration_rows(store),
-                    "shared_bootstrap_seconds": boot["seconds"]}
+            rows = _iteration_rows(store)
+            out = {"labels": label_scores(store), "gold": _gold(finished[-1]["metrics"]),
+                   "iterations": len([it for it in finished if it["iteration"] > 0]),
+                   "converged": result.stop_reason.startswith("converged"), "stop_reason": result.stop_reason,
+                   "per_iteration": rows, "shared_bootstrap_seconds": started["shared_bootstrap_seconds"]}
+        if started["attempts"] > 1:  # wall_seconds is the last attempt's only: the iterations' own times add up
+            out.update(attempts=started["attempts"],
+                       iteration_seconds=round(sum(r["seconds"] or 0.0 for r in rows), 1))
+        return out
+
+    def _started(self, arm: Arm) -> dict[str, Any] | None:
+        """The record of this arm's interrupted attempt, if its workspace is there with the same settings."""
+        marker = _marker(self.setup, arm)
+        if not marker.is_file() or not self.setup.config(arm.name, arm.overrides).db_file.is_file():
+            return None
+        started = json.loads(marker.read_text(encoding="utf-8"))
+        if not effective.same(started.get("settings"), self.settings(arm)):
+            print(f"[bench] arm {arm.name}: an interrupted attempt had other settings: starting it again")
+            return None
+        print(f"[bench] arm {arm.name}: continuing the interrupted attempt in its workspace")
+        return started
+
+
+def _marker(setup: Setup, arm: Arm) -> Path:
+    """Written once an arm's workspace is created: a later run continues that attempt instead of restarting."""
+    return setup.scratch / f"{arm.name}.started.json"
 
 
 def reusable(arm: Arm, settings: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -206,6 +233,7 @@ def run_all(setup: Setup, arms: list[Arm], max_iterations: int, *, keep: bool = 
         r = results[-1]
         progress(f"[bench] arm {arm.name}: label F1 {r['labels']['f1']}, "
                  f"ensemble gold acc {r['gold']['ensemble']['accuracy']}, {r['wall_seconds']} s")
+        _marker(setup, arm).unlink(missing_ok=True)
         if not keep and arm.kind != "none":
             shutil.rmtree(setup.scratch / arm.name, ignore_errors=True)
     if not keep:

@@ -125,3 +125,25 @@ def test_a_resumed_run_keeps_measured_arms_and_adds_the_rest(smoke_run, tmp_path
     assert all(arms[n] == before[n] for n in ARMS if n != "sentirefine")  # kept as measured, not re-run
     assert arms["sentirefine"]["settings"] == before["sentirefine"]["settings"]  # measured again, as it is now
     assert arms["cleanlab_remove"]["labels"]["rows_trained_on"] < SIZE
+
+
+def test_an_interrupted_loop_arm_continues_in_its_workspace(smoke_run, tmp_path):
+    """A session may end inside a loop arm that takes hours: the next run resumes that arm, not restarts it."""
+    result, root = smoke_run
+    args = ["quality", "--data", "demo", "--size", str(SIZE), "--gold-size", "100", "--members", "lexicon,lstm",
+            "--noise", "uniform20", "--arms", "sentirefine", "--max-iterations", "1",
+            "--config", str(root / "smoke.yaml"), "--scratch", str(tmp_path / "scratch"),
+            "--results", str(tmp_path / "results")]
+    killed = subprocess.run([sys.executable, "-m", "bench", *args], cwd=REPO, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1",
+                                              "SENTIREFINE_KILL_AT": "correct_before_finish_stage"})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert (tmp_path / "scratch" / f"quality-uniform20-{SIZE}" / "sentirefine.started.json").is_file()
+    proc = _bench(*args)
+    assert "arm sentirefine: continuing the interrupted attempt in its workspace" in proc.stdout
+    resumed = json.loads((tmp_path / "results" / f"quality-uniform20-{SIZE}-smoke.json").read_text("utf-8"))
+    arm = next(a for a in resumed["arms"] if a["arm"] == "sentirefine")
+    before = next(a for a in result["arms"] if a["arm"] == "sentirefine")
+    assert arm["labels"] == before["labels"] and arm["gold"] == before["gold"]  # same result as uninterrupted
+    assert arm["attempts"] == 2 and arm["iteration_seconds"] > 0
+    assert not (tmp_path / "scratch" / f"quality-uniform20-{SIZE}" / "sentirefine.started.json").exists()
