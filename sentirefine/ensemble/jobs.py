@@ -47,7 +47,13 @@ def _init_job_worker(threads: int, log_format: str, log_level: str) -> None:
 
 
 class JobRunner:
-    """Runs independent jobs; alive for a whole stage so workers start once, not once per job."""
+    """Runs independent jobs; alive for a whole train stage so workers start once, not once per job.
+
+    Not alive for the whole command: a worker keeps the memory its fits touched (training set,
+    allocator arenas), and the prediction pool that follows should not compete with it. Starting
+    two workers again costs about 6 s per iteration on 2 cores (spawn + torch import), under 1% of
+    an iteration at 20k rows.
+    """
 
     def __init__(self, workers: int, *, start_method: str = "spawn", log_format: str = "json",
                  log_level: str = "INFO", executor_factory: Callable[..., Executor] | None = None) -> None:
