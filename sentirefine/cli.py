@@ -443,6 +443,33 @@ def review_import(
         raise typer.Exit(3)
 
 
+@app.command()
+@_friendly
+def predict(
+    path: Annotated[Path, typer.Argument(help="Texts to score: TSV/CSV with a text column (.gz ok); - = stdin.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="CSV or JSONL file; - = stdout.")] = Path("-"),
+    model_uri: Annotated[str | None, typer.Option(help="Model to score with (default: "
+                                                  "models:/<prefix>-ensemble@production of this workspace).")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="csv | jsonl (default: from the output's "
+                                            "name, else csv).")] = None,
+    chunk_rows: Annotated[int, typer.Option(min=1, help="Rows scored at a time (bounds memory).")] = 2000,
+    strict: Annotated[bool, typer.Option(help="Fail at the first bad row (an output file is then not "
+                                         "written).")] = False,
+) -> None:
+    """Score a file of texts with the served model: label, probability, confidence per row, streamed."""
+    from sentirefine.integrations.batch_predict import fmt_for, predict_file
+
+    cfg = _config()
+    rejects = None if output == Path("-") else output.with_name(output.name + ".rejects.tsv")
+    report = predict_file(cfg, path, output, fmt=fmt_for(output, fmt), model_uri=model_uri, chunk_rows=chunk_rows,
+                          strict=strict, rejects=rejects)
+    typer.echo(report.summary(), err=output == Path("-"))  # stdout is the predictions then
+    if report.rejected:
+        typer.secho("some rows were rejected (listed above); the valid rows were scored", err=True,
+                    fg=typer.colors.YELLOW)
+        raise typer.Exit(3)
+
+
 @app.command("mlflow-ui")
 @_friendly
 def mlflow_ui(port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000) -> None:

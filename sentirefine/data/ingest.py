@@ -153,17 +153,9 @@ class _RowParser:
     def parse(self, record: Record) -> _Parsed | tuple[str, str]:
         """A valid row, or (reason, detail) of why it is rejected."""
         fields = record.fields
-        if len(fields) != self.width:
-            return "wrong column count", f"wrong column count ({len(fields)} instead of {self.width})"
-        if any(_has_surrogates(f) for f in fields):
-            return "invalid UTF-8", ""
-        if any("\x00" in f for f in fields):
-            return "NUL byte", "NUL byte in a field"
-        text = normalise(fields[self.i_text])
-        if not text:
-            return "empty text", ""
-        if len(text) > self.max_chars:
-            return "text too long", f"text longer than store.max_text_chars={self.max_chars} ({len(text)} chars)"
+        text = checked_text(fields, self.width, self.i_text, self.max_chars)
+        if isinstance(text, tuple):
+            return text
         label = fields[self.i_label].strip()
         if label not in ("0", "1"):
             return "label not 0/1", f"label {label!r} not in {{0, 1}}"
@@ -172,6 +164,26 @@ class _RowParser:
             return "empty id", ""
         group = normalise(fields[self.i_group]) if self.i_group is not None else None
         return _Parsed(record.line, row_id, text, int(label), group or None, record.raw)
+
+
+def checked_text(fields: list[str], width: int, i_text: int, max_chars: int) -> str | tuple[str, str]:
+    """A record's text in its stored form, or (reason, detail) of why the record is rejected.
+
+    The checks every text a user hands in passes, whether it is imported or only scored
+    (``sentirefine predict``), so both reject the same rows for the same reasons.
+    """
+    if len(fields) != width:
+        return "wrong column count", f"wrong column count ({len(fields)} instead of {width})"
+    if any(_has_surrogates(f) for f in fields):
+        return "invalid UTF-8", ""
+    if any("\x00" in f for f in fields):
+        return "NUL byte", "NUL byte in a field"
+    text = normalise(fields[i_text])
+    if not text:
+        return "empty text", ""
+    if len(text) > max_chars:
+        return "text too long", f"text longer than store.max_text_chars={max_chars} ({len(text)} chars)"
+    return text
 
 
 def _has_legacy_ids(conn, path: Path) -> bool:

@@ -62,6 +62,20 @@ def check_readable(path: Path, what: str = "input file") -> Path:
     return path
 
 
+STDIN = Path("-")  # the name a command takes for its standard input
+
+
+def _open_stdin() -> tuple[BinaryIO, bytes]:
+    """Standard input's bytes, gunzipped when they are gzip, and its first block (peeked, not consumed)."""
+    import sys
+
+    raw = io.BufferedReader(sys.stdin.buffer.raw if hasattr(sys.stdin.buffer, "raw") else sys.stdin.buffer,
+                            buffer_size=_PROBE_BYTES)
+    if raw.peek(2)[:2] == GZIP_MAGIC:
+        raw = io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), buffer_size=_PROBE_BYTES)  # type: ignore[arg-type]
+    return raw, raw.peek(_PROBE_BYTES)[:_PROBE_BYTES]  # type: ignore[return-value]
+
+
 def _open_binary(path: Path) -> BinaryIO:
     """The file's bytes, gunzipped when its content (not its name) is gzip."""
     raw = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
@@ -119,16 +133,20 @@ def _read_error(path: Path, exc: BaseException, after_line: int) -> InputDataErr
 
 @contextmanager
 def open_text(path: Path, what: str = "input file") -> Iterator[io.TextIOWrapper]:
-    """The file as text: gunzipped by content, BOM dropped, legacy encodings refused with a hint.
+    """The file (or standard input, :data:`STDIN`) as text: gunzipped by content, BOM dropped,
+    legacy encodings refused with a hint.
 
     Undecodable bytes later in the file become surrogates (``surrogateescape``), so the one row
     holding them is rejected rather than the whole file.
     """
-    path = check_readable(path, what)
     try:
-        binary = _open_binary(path)
-        probe = binary.read(_PROBE_BYTES)
-        binary.seek(0)
+        if path == STDIN:  # a pipe: the first block is peeked, since it cannot be read twice
+            binary, probe = _open_stdin()
+        else:
+            path = check_readable(path, what)
+            binary = _open_binary(path)
+            probe = binary.read(_PROBE_BYTES)
+            binary.seek(0)
     except _READ_ERRORS as exc:
         raise _read_error(path, exc, 0) from exc
     encoding = _file_encoding(probe.removeprefix(codecs.BOM_UTF8))
@@ -136,9 +154,9 @@ def open_text(path: Path, what: str = "input file") -> Iterator[io.TextIOWrapper
         binary.close()
         raise _encoding_error(path, encoding)
     handle = io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape", newline="\n")
+    if probe.startswith(codecs.BOM_UTF8):
+        handle.read(1)
     try:
-        if handle.read(1) not in (BOM, ""):
-            handle.seek(0)
         yield handle
     finally:
         handle.close()

@@ -6,8 +6,9 @@ DataFrame with a ``text`` column and returns ``label`` (0/1), ``probability`` (P
 and ``confidence``, computed exactly as in the loop: the ``ensemble_spec`` artifact is the
 :class:`~sentirefine.ensemble.spec.EnsembleSpec` the iteration's evaluate stage fitted, and its
 ``combine`` is the loop's own. Versions registered before the spec had a ``format`` key carry
-format 1, which ``EnsembleSpec.from_json`` reads too; the class names here are what MLflow
-pickled, so they stay (``sentirefine.serving`` re-exports them for the oldest versions).
+format 1, which ``EnsembleSpec.from_json`` reads too. Versions are logged as models from code
+(:mod:`sentirefine.integrations.model_code`); versions logged before that pickled these
+classes by name, so the names stay (``sentirefine.serving`` re-exports them for the oldest).
 """
 
 from __future__ import annotations
@@ -18,11 +19,23 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.models.signature import ModelSignature
+from mlflow.types.schema import ColSpec, Schema
 
 from sentirefine.ensemble.spec import EnsembleSpec
 from sentirefine.models import load_model
 
 SPEC_ARTIFACT = "ensemble_spec"
+# Logged with every version as its input example (and checked against the signature then): two rows,
+# so that no batch size of one is baked into anything.
+INPUT_EXAMPLE = pd.DataFrame({"text": ["정말 재밌게 봤어요 배우들 연기 최고", "시간 아까운 영화 다시는 안 본다"]})
+
+
+def signature(*, ensemble: bool) -> ModelSignature:
+    """The serving contract: a ``text`` column in; label, probability (and the ensemble's confidence) out."""
+    outputs = [ColSpec("long", "label"), ColSpec("double", "probability")]
+    return ModelSignature(inputs=Schema([ColSpec("string", "text")]),
+                          outputs=Schema(outputs + ([ColSpec("double", "confidence")] if ensemble else [])))
 
 
 def _texts(model_input: Any) -> list[str]:

@@ -239,21 +239,14 @@ class Tracker:
     # -- registry -------------------------------------------------------------------------------
     def _register(self, run_id: str, iteration: int, metrics: IterationMetrics, workspace_id: str,
                   dataset_rev: str) -> dict[str, Any]:
-        from mlflow.models.signature import ModelSignature
-        from mlflow.types.schema import ColSpec, Schema
-
         from sentirefine.ensemble.spec import EnsembleSpec
-        from sentirefine.integrations.serving import SPEC_ARTIFACT, EnsemblePyfunc, MemberPyfunc
+        from sentirefine.integrations import model_code
+        from sentirefine.integrations.serving import SPEC_ARTIFACT, signature
 
         cfg = self.config
         names = cfg.models.order
         model_dir = iteration_dir(cfg, iteration)
         metric = cfg.tracking.gate_metric
-        signature = ModelSignature(
-            inputs=Schema([ColSpec("string", "text")]),
-            outputs=Schema([ColSpec("long", "label"), ColSpec("double", "probability"),
-                            ColSpec("double", "confidence")]),
-        )
         decisions: dict[str, Any] = {}
         with tempfile.TemporaryDirectory() as tmp:
             spec_path = Path(tmp) / "ensemble.json"
@@ -261,25 +254,31 @@ class Tracker:
             spec_path.write_text(spec.to_json(), encoding="utf-8")
             artifacts = {n: str(model_dir / n) for n in spec.members} | {SPEC_ARTIFACT: str(spec_path)}
             decisions["ensemble"] = self.register_version(
-                run_id, "ensemble", EnsemblePyfunc(), artifacts, signature,
+                run_id, "ensemble", model_code.ENSEMBLE, artifacts, signature(ensemble=True),
                 _score(metrics.evaluation.ensemble, metric), iteration, workspace_id, always=True,
                 dataset_rev=dataset_rev, defer_aliases=True)
             if cfg.tracking.register_members:
                 for name in names:
                     decisions[name] = self.register_version(
-                        run_id, name, MemberPyfunc(), {"member": str(model_dir / name)}, None,
+                        run_id, name, model_code.MEMBER, {"member": str(model_dir / name)}, signature(ensemble=False),
                         _score(metrics.evaluation.members.get(name), metric), iteration, workspace_id, always=False,
                         dataset_rev=dataset_rev, defer_aliases=True)
         return decisions
 
-    def register_version(self, run_id: str, label: str, python_model: Any, artifacts: dict[str, str],
-                      signature: Any, value: float | None, iteration: int, workspace_id: str,
+    def register_version(self, run_id: str, label: str, python_model: Path, artifacts: dict[str, str],
+                         signature: Any, value: float | None, iteration: int, workspace_id: str,
                       *, always: bool, dataset_rev: str = "", defer_aliases: bool = False) -> dict[str, Any]:
         """Register one model version (staging), then promote it to production if it passes.
+
+        ``python_model`` is a models-from-code file (:mod:`~sentirefine.integrations.model_code`).
+        The input example is logged with the signature, and MLflow loads the new version and
+        predicts it once before registering: a version that cannot serve is never registered.
 
         ``defer_aliases``: only register and tag; the caller sets the aliases (:meth:`_set_aliases`)
         once the run is complete.
         """
+        from sentirefine.integrations.serving import INPUT_EXAMPLE
+
         cfg = self.config.tracking
         registered = f"{cfg.model_prefix}-{label}"
         production, production_version = self._production(registered)
@@ -290,7 +289,8 @@ class Tracker:
         with self.mlflow.start_run(run_id=run_id, nested=True), redirect_stderr(io.StringIO()) as printed:
             info = self.mlflow.pyfunc.log_model(
                 name=label, python_model=python_model, artifacts=artifacts, signature=signature,
-                registered_model_name=registered, pip_requirements=["sentirefine"], await_registration_for=60,
+                input_example=INPUT_EXAMPLE, registered_model_name=registered, pip_requirements=["sentirefine"],
+                await_registration_for=60,
             )
         if printed.getvalue().strip():
             log_event(log, "mlflow_output", level=logging.DEBUG, model=registered, text=printed.getvalue().strip())

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from sentirefine.config import LexiconConfig, load_config
-from sentirefine.integrations.serving import MemberPyfunc
+from sentirefine.integrations import model_code
+from sentirefine.integrations.serving import signature
 from sentirefine.integrations.tracking import Tracker, passes_gate
 from sentirefine.models.lexicon import LexiconModel
 
@@ -28,8 +29,8 @@ def test_worse_version_is_not_promoted_better_one_is(tmp_path):
     tracker = Tracker(config)
     run = tracker.client.create_run(tracker.experiment_id, run_name="gate-test")
     decisions = [
-        tracker.register_version(run.info.run_id, "lexicon", MemberPyfunc(), {"member": str(tmp_path / "lexicon")},
-                                 None, value, iteration, "ws-test", always=True)
+        tracker.register_version(run.info.run_id, "lexicon", model_code.MEMBER, {"member": str(tmp_path / "lexicon")},
+                                 signature(ensemble=False), value, iteration, "ws-test", always=True)
         for iteration, value in enumerate([0.80, 0.70, 0.85])
     ]
     assert [d["promoted"] for d in decisions] == [True, False, True]
@@ -41,6 +42,6 @@ def test_worse_version_is_not_promoted_better_one_is(tmp_path):
     rejected = client.get_model_version("sentirefine-lexicon", decisions[1]["version"])
     assert rejected.tags["promotion"] == "rejected" and rejected.tags["previous_production"] == "1"
     # members that fail the gate are not registered at all (always=False)
-    skipped = tracker.register_version(run.info.run_id, "lexicon", MemberPyfunc(),
+    skipped = tracker.register_version(run.info.run_id, "lexicon", model_code.MEMBER,
                                        {"member": str(tmp_path / "lexicon")}, None, 0.5, 3, "ws-test", always=False)
     assert skipped == {"registered": False, "reason": "0.5000 < production 0.8500 - tolerance 0.0"}
