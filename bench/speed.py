@@ -37,7 +37,7 @@ def throughput(cfg: Config, warm: list[str], texts: list[str], workers: int,
     sets = {"total": names, **{n: [n] for n in names}}
     out: dict[str, Any] = {}
     with EnsemblePool(workers=workers, start_method=cfg.ensemble.start_method,
-                      batch_rows=cfg.ensemble.predict_batch_rows, log_level="WARNING",
+                      batch_rows=cfg.ensemble.predict_batch_rows, log=("json", "WARNING"),
                       token_cache_entries=cfg.ensemble.predict_batch_rows, threads_per_worker=threads) as pool:
         for label, members in sets.items():
             dirs = [iteration_dir(cfg, 0) / n for n in members]

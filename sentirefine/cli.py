@@ -13,7 +13,7 @@ import yaml
 
 from sentirefine.config import Config, load_config
 from sentirefine.errors import SentirefineError
-from sentirefine.logs import configure_logging
+from sentirefine.logs import configure_logging, log_setup
 
 app = typer.Typer(help="Clean the labels of a sentiment corpus and retrain its models, progressively.",
                   no_args_is_help=True, add_completion=False)
@@ -51,10 +51,15 @@ def _config(default_file: Path | None = None) -> Config:
     if _state.get("log_format"):
         overrides["logging"] = {"format": _state["log_format"]}
     if _state.get("quiet"):  # in the config, so that pool and job workers, which configure from it, are quiet too
-        overrides["logging"] = {**overrides.get("logging", {}), "level": "WARNING"}
+        overrides["logging"] = {**overrides.get("logging", {}), "console_level": "WARNING"}
     cfg = load_config(_state.get("config") or default_file, overrides)
-    configure_logging(cfg.logging.format, cfg.logging.level)
+    configure_logging(*log_setup(cfg))
     return cfg
+
+
+def _log_to_workspace(cfg: Config) -> None:
+    """Open the workspace's log file once a command has created the workspace (it had none to open before)."""
+    configure_logging(*log_setup(cfg))
 
 
 def _check_share(option: str, value: float) -> None:
@@ -113,6 +118,7 @@ def init() -> None:
 
     cfg = _config()
     with locked(cfg), open_store(cfg, create=True):
+        _log_to_workspace(cfg)
         if cfg.versioning.enabled:
             ensure_repo(cfg)
     typer.echo(f"workspace {cfg.workspace} ready (store {cfg.db_file}"
@@ -153,6 +159,7 @@ def import_cmd(
     cfg = _config()
     jobs = [ImportJob(path, "train", inject_noise, noise_seed)] + ([ImportJob(gold, "gold")] if gold else [])
     with locked(cfg), open_store(cfg, create=True) as store:
+        _log_to_workspace(cfg)
         reports = import_files(store, jobs, rejects_dir=cfg.workspace / "rejects", strict=strict,
                                max_chars=cfg.store.max_text_chars)
     for report in reports:
@@ -376,7 +383,7 @@ def report(
     _write_report(_config(), output)
 
 
-def _write_report(cfg: Config, output: Path | None = None) -> None:
+def _write_report(cfg: Config, output: Path | None = None, *, echo: bool = True) -> Path:
     from sentirefine.data.workspace import open_store
     from sentirefine.reporting.report import write_report
 
@@ -391,7 +398,9 @@ def _write_report(cfg: Config, output: Path | None = None) -> None:
         except Exception as exc:
             typer.secho(f"warning: report not logged to MLflow ({type(exc).__name__}: {exc})", err=True,
                         fg=typer.colors.YELLOW)
-    typer.echo(f"report: {path.resolve()}")
+    if echo:
+        typer.echo(f"report: {path.resolve()}")
+    return path
 
 
 @review_app.command("export")
@@ -501,6 +510,7 @@ def demo(
 
     cfg = _config(default_file=demo_data.CONFIG)
     with locked(cfg), open_store(cfg, create=True) as store:
+        _log_to_workspace(cfg)
         if store.count() == 0:
             for path, split, noise in ((demo_data.TRAIN, "train", demo_data.NOISE_RATE),
                                        (demo_data.GOLD, "gold", 0.0)):
@@ -508,4 +518,24 @@ def demo(
                                      strict=True, noise_rate=noise, noise_seed=demo_data.NOISE_SEED)
                 typer.echo(report.summary())
     _run_refine(cfg, max_iterations)
-    _write_report(cfg)
+    report = _write_report(cfg, echo=False)
+    typer.echo(_next_steps(cfg, report))
+
+
+def _next_steps(cfg: Config, report: Path) -> str:
+    """Where the demo's results are and what to run next, with the workspace the demo used."""
+    import shlex
+    import sys
+
+    prog = sys.argv[0] if Path(sys.argv[0]).name == "sentirefine" else "python -m sentirefine"
+    base = f"{prog} --workspace {shlex.quote(str(cfg.workspace))}"
+    lines = [f"report: {report.resolve()}"]
+    if cfg.log_file is not None:
+        lines.append(f"log:    {cfg.log_file.resolve()} (every event as JSON, library warnings included)")
+    lines.append("next:")
+    for command, why in (("mlflow-ui", "runs, metrics and registered models in the MLflow UI"),
+                         ("review export -o review.csv", "the rows a person should label"),
+                         ("report", "the HTML report again"),
+                         ("predict FILE -o scores.csv", "score texts with the production ensemble")):
+        lines.append(f"  {base} {command}\n      {why}")
+    return "\n".join(lines)

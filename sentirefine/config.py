@@ -535,9 +535,22 @@ class LLMConfig(_Section):
     bias_top_groups: int = Field(10, ge=0, description="Largest movie groups (group_key) examined.")
 
 
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
 class LoggingConfig(_Section):
-    format: Literal["json", "text"] = Field("json", description="json = one object per line; text = for humans.")
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Lowest level logged.")
+    """Console and log file. The file is JSON whatever the console's format, and holds libraries'
+    warnings too; the console shows those only from ERROR once the file is open."""
+
+    format: Literal["json", "text"] = Field("json", description="Console format: json = one object per line; "
+                                            "text = for humans.")
+    level: LogLevel = Field("INFO", description="Lowest level logged (to the file, and to the console unless "
+                            "console_level is set).")
+    console_level: LogLevel | None = Field(None, description="Lowest level shown on the console (default: level); "
+                                           "`--quiet` sets WARNING.")
+    file: str | None = Field("logs/sentirefine.jsonl", description="JSON log every command appends to, relative "
+                             "to the workspace (an absolute path is kept); null = none. Opened once the "
+                             "workspace exists.")
 
 
 class ReportConfig(_Section):
@@ -583,6 +596,14 @@ class Config(BaseSettings):
     @property
     def db_file(self) -> Path:
         return self.store.db_path if self.store.db_path.is_absolute() else self.workspace / self.store.db_path
+
+    @property
+    def log_file(self) -> Path | None:
+        """Where this command logs as JSON; None without a file or before the workspace exists."""
+        if not self.logging.file or not self.workspace.is_dir():
+            return None
+        path = Path(self.logging.file)
+        return path if path.is_absolute() else self.workspace / path
 
     @property
     def models_dir(self) -> Path:

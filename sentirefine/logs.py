@@ -15,7 +15,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sentirefine.config import Config
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -58,18 +61,48 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
-    """Send all logs to stderr in ``fmt``; stdout stays free for command output."""
+class _OwnOrSevere(logging.Filter):
+    """The console's filter once a log file is open: our own records, and other libraries' errors.
+
+    Libraries' warnings (MLflow's, torch's, ``warnings.warn`` through ``py.warnings``) are for
+    whoever debugs a run: they go to the JSON log file, and the console keeps what a user acts on.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name.startswith("sentirefine") or record.levelno >= logging.ERROR
+
+
+def configure_logging(fmt: str = "json", level: str = "INFO", log_file: str | os.PathLike | None = None,
+                      console_level: str | None = None) -> None:
+    """Logs to stderr in ``fmt`` (stdout stays free for command output), and to ``log_file`` as JSON.
+
+    With a file, every record at ``level`` or above goes to it, libraries' included; the console
+    shows ``console_level`` (default ``level``) and up, of which libraries' records only from
+    ERROR. Without one (no workspace yet) the console gets everything, as nothing else would.
+    Processes share the file by appending one line per write (the pool's and the job runner's
+    workers open it too).
+    """
     # MLflow otherwise installs its own handler and prints plain-text lines into the JSON stream
     # (read when mlflow is first imported, which is after this in every command and worker).
     os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # bars are for terminals, not logs
     logging.captureWarnings(True)  # library warnings become log records (py.warnings) in the same format
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    console.setLevel(console_level or level)
+    handlers: list[logging.Handler] = [console]
+    if log_file is not None:
+        os.makedirs(os.path.dirname(os.fspath(log_file)) or ".", exist_ok=True)
+        file = logging.FileHandler(log_file, encoding="utf-8", delay=True)
+        file.setFormatter(JsonFormatter())
+        file.setLevel(level)
+        handlers.append(file)
+        console.addFilter(_OwnOrSevere())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+    for old in root.handlers:
+        old.close()
+    root.handlers[:] = handlers
+    root.setLevel(min(logging.getLevelName(level), logging.getLevelName(console_level or level)))
     # Third-party chatter stays at WARNING unless asked for.
     for noisy in ("urllib3", "filelock", "httpx", "transformers", "mlflow", "alembic", "git", "dvc", "scmrepo",
                   "google_genai"):
@@ -79,6 +112,13 @@ def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
 def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log a structured event: ``log_event(log, "chunk_corrected", rows=512, iteration=2)``."""
     logger.log(level, event, extra={"event": event, **fields})
+
+
+def log_setup(config: Config) -> tuple[str, str, str | None, str | None]:
+    """``configure_logging``'s arguments for ``config``: what a worker process passes it to log as its command."""
+    file = config.log_file
+    log = config.logging
+    return log.format, log.level, None if file is None else str(file), log.console_level
 
 
 @contextmanager

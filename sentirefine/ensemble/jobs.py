@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from sentirefine.config import Config
 from sentirefine.ensemble.pool import cpu_count
 from sentirefine.errors import TrainingError
-from sentirefine.logs import configure_logging, log_event
+from sentirefine.logs import configure_logging, log_event, log_setup
 from sentirefine.models.text import set_threads
 
 log = logging.getLogger(__name__)
@@ -37,11 +37,11 @@ J = TypeVar("J")
 R = TypeVar("R")
 
 
-def _init_job_worker(threads: int, log_format: str, log_level: str) -> None:
+def _init_job_worker(threads: int, log: tuple) -> None:
     """Worker initializer: the command's logging, and this worker's share of the cores."""
     import torch
 
-    configure_logging(log_format, log_level)
+    configure_logging(*log)
     torch.set_num_threads(threads)
     set_threads(threads)
 
@@ -55,12 +55,12 @@ class JobRunner:
     an iteration at 20k rows.
     """
 
-    def __init__(self, workers: int, *, start_method: str = "spawn", log_format: str = "json",
-                 log_level: str = "INFO", executor_factory: Callable[..., Executor] | None = None) -> None:
+    def __init__(self, workers: int, *, start_method: str = "spawn", log: tuple = ("json", "INFO"),
+                 executor_factory: Callable[..., Executor] | None = None) -> None:
         self.workers = max(1, workers)
         self.threads = max(1, cpu_count() // self.workers)
         self._start_method = start_method
-        self._log = (log_format, log_level)
+        self._log = log  # configure_logging's arguments (logs.log_setup)
         self._factory = executor_factory
         self._executor: Executor | None = None
 
@@ -74,7 +74,7 @@ class JobRunner:
 
     def _pool(self) -> Executor:
         if self._executor is None:
-            args = (self.threads, *self._log)
+            args = (self.threads, self._log)
             if self._factory is not None:
                 self._executor = self._factory(max_workers=self.workers, initializer=_init_job_worker, initargs=args)
             else:
@@ -112,8 +112,7 @@ def job_runner(config: Config, jobs: int) -> JobRunner:
     """The runner for ``jobs`` independent jobs: ``ensemble.fold_workers`` processes ('auto': min(jobs, cores))."""
     setting = config.ensemble.fold_workers
     workers = min(jobs, cpu_count()) if setting == "auto" else int(setting)
-    return JobRunner(workers, start_method=config.ensemble.start_method, log_format=config.logging.format,
-                     log_level=config.logging.level)
+    return JobRunner(workers, start_method=config.ensemble.start_method, log=log_setup(config))
 
 
 def describe(runner: JobRunner) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from sentirefine.config import Config
-from sentirefine.logs import configure_logging, log_event
+from sentirefine.logs import configure_logging, log_event, log_setup
 from sentirefine.models.text import set_cache_limit, set_threads
 
 log = logging.getLogger(__name__)
@@ -41,11 +41,12 @@ def resolve_workers(setting: int | str) -> int:
 _WORKER: dict[str, Any] = {"key": None, "models": []}
 
 
-def _init_worker(threads: int, log_format: str, log_level: str, token_cache_entries: int) -> None:
-    """Pool initializer: bound torch threads so that workers x threads <= cores, and the token cache."""
+def _init_worker(threads: int, log: tuple, token_cache_entries: int) -> None:
+    """Pool initializer: the command's logging, torch threads bound so that workers x threads <= cores,
+    and the token cache."""
     import torch
 
-    configure_logging(log_format, log_level)
+    configure_logging(*log)
     torch.set_num_threads(threads)
     set_threads(threads)
     set_cache_limit(token_cache_entries)
@@ -79,12 +80,12 @@ class EnsemblePool:
     """
 
     def __init__(self, *, workers: int, start_method: str = "spawn", batch_rows: int = 512,
-                 log_format: str = "json", log_level: str = "INFO", token_cache_entries: int = 10_000,
+                 log: tuple = ("json", "INFO"), token_cache_entries: int = 10_000,
                  threads_per_worker: int | None = None, pool_factory: Any = None) -> None:
         self.workers = workers
         self.start_method = start_method
         self.batch_rows = batch_rows
-        self._log = (log_format, log_level)
+        self._log = log  # configure_logging's arguments (logs.log_setup)
         self._token_cache = token_cache_entries
         self._threads = threads_per_worker  # None = cores // workers
         self._pool_factory = pool_factory
@@ -92,7 +93,7 @@ class EnsemblePool:
 
     def __enter__(self) -> EnsemblePool:
         threads = self._threads or max(1, cpu_count() // max(1, self.workers))
-        args = (threads, *self._log, self._token_cache)
+        args = (threads, self._log, self._token_cache)
         if self.workers > 0 and self._pool_factory is not None:
             self._pool = self._pool_factory(self.workers, _init_worker, args)
         elif self.workers > 0:
@@ -137,6 +138,5 @@ def ensemble_pool(config: Config) -> EnsemblePool:
         start_method=config.ensemble.start_method,
         batch_rows=config.ensemble.predict_batch_rows,
         token_cache_entries=config.ensemble.worker_token_cache_entries,
-        log_format=config.logging.format,
-        log_level=config.logging.level,
+        log=log_setup(config),
     )

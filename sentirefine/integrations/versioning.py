@@ -41,7 +41,8 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 SNAPSHOT = Path("snapshots") / "sentences.parquet"
 COLUMNS = ("id", "text", "original_label", "current_label", "label_source", "confidence", "split")
 _IGNORED = ["*.db", "*.db-wal", "*.db-shm", "models/", "mlartifacts/", "rejects/", "dvc-remote/",
-            ".sentirefine.lock", ".sentirefine.owner", "*.tmp/", "*.old/", "pretrained/", "pretrained-work/"]
+            ".sentirefine.lock", ".sentirefine.owner", "*.tmp/", "*.old/", "pretrained/", "pretrained-work/",
+            "logs/"]
 
 
 class VersioningError(SentirefineError):
