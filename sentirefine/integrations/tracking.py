@@ -46,6 +46,11 @@ log = logging.getLogger(__name__)
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
+# MLflow 3's UI opens an experiment on its GenAI overview (traces, judges) unless told it holds
+# model training: this tag makes it open on the training runs.
+_EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def tracking_uri(config: Config) -> str:
     if config.tracking.uri:
         return config.tracking.uri
@@ -94,11 +99,14 @@ class Tracker:
         name = self.config.tracking.experiment
         found = self.client.get_experiment_by_name(name)
         if found is not None:
+            for key, value in _EXPERIMENT_TAGS.items():  # experiments created before the tag get it too
+                if found.tags.get(key) != value:
+                    self.client.set_experiment_tag(found.experiment_id, key, value)
             return found.experiment_id
         location = None
         if self.uri.startswith("sqlite:"):
             location = (self.config.workspace / "mlartifacts").resolve().as_uri()
-        return self.client.create_experiment(name, artifact_location=location)
+        return self.client.create_experiment(name, artifact_location=location, tags=_EXPERIMENT_TAGS)
 
     @contextmanager
     def command_run(self, command: str, workspace_id: str) -> Iterator[None]:
@@ -151,8 +159,11 @@ class Tracker:
 
     # -- one iteration --------------------------------------------------------------------------
     def log_iteration(self, store: Store, iteration: int, metrics: IterationMetrics,
-                      training: dict[str, Any]) -> dict[str, Any]:
-        """Log an iteration's run, register its models and apply the gate; returns decisions."""
+                      training: dict[str, Any], snapshot: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Log an iteration's run, register its models and apply the gate; returns decisions.
+
+        ``snapshot`` (the snapshot stage's info: DVC tag, md5, rows) becomes the run's dataset input.
+        """
         if not self.enabled:
             return {}
         workspace_id = store.workspace_id()
@@ -169,6 +180,8 @@ class Tracker:
         if self._parent:
             self._log_batch(self._parent, metrics=flat, step=iteration)
         crash_point("track_after_metrics")
+        if snapshot and snapshot.get("md5"):
+            self._log_dataset(run_id, store, snapshot)
         self._log_curves(run_id, training)
         self._log_artifacts(run_id, store, iteration, metrics)
         crash_point("track_before_register")
@@ -206,6 +219,25 @@ class Tracker:
                      if isinstance(x, int | float) and not isinstance(x, bool)})
         flat["audit.flags"] = len((metrics.audit or {}).get("flags") or [])
         return flat
+
+    def _log_dataset(self, run_id: str, store: Store, snapshot: dict[str, Any]) -> None:
+        """The label snapshot the iteration's models were trained on, as the run's dataset input.
+
+        The MLflow UI's Dataset column then names the data version (DVC tag and md5) of each
+        model; `sentirefine dataset show --rev <tag>` reads that version back (`dataset restore` reinstates it).
+        """
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        from sentirefine.integrations.versioning import SNAPSHOT
+
+        source = {"repo": str(self.config.workspace.resolve()), "rev": snapshot["tag"], "path": str(SNAPSHOT)}
+        schema = {"mlflow_colspec": [{"type": "string", "name": "id"}, {"type": "string", "name": "text"},
+                                     {"type": "long", "name": "current_label"},
+                                     {"type": "long", "name": "original_label"}]}
+        profile = {"rows": snapshot.get("rows"), "train_rows": store.count("train"), "gold_rows": store.count("gold")}
+        dataset = Dataset(name=f"labels@{snapshot['tag']}", digest=snapshot["md5"], source_type="dvc",
+                          source=json.dumps(source), schema=json.dumps(schema), profile=json.dumps(profile))
+        self.client.log_inputs(run_id, [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])])
 
     def _log_curves(self, run_id: str, training: dict[str, Any]) -> None:
         from mlflow.entities import Metric

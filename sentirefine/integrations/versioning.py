@@ -290,9 +290,10 @@ def _snapshot(config: Config, store: Store, iteration: int, chunk_size: int) -> 
     rows = export_parquet(store, ws / SNAPSHOT, chunk_size)
     crash_point("snapshot_after_export")
     if _tag_exists(ws, tag):
-        if _tagged_md5(ws, tag) == _md5(ws / SNAPSHOT):
+        digest = _md5(ws / SNAPSHOT)
+        if _tagged_md5(ws, tag) == digest:
             # Tagged by an attempt that died before the stage was recorded: it may not have pushed.
-            return {"tag": tag, "reused": True, "pushed": _push(config, ws)}
+            return {"tag": tag, "rows": rows, "md5": digest, "reused": True, "pushed": _push(config, ws)}
         _retire_tag(ws, tag)  # made before a rollback/restore: it holds labels that are no longer these
     with _dvc_repo(ws) as repo:
         repo.scm_context.quiet = True  # no "to track the changes with git, run ..." hint: we commit below
@@ -305,8 +306,9 @@ def _snapshot(config: Config, store: Store, iteration: int, chunk_size: int) -> 
     _git(ws, "tag", tag)
     crash_point("snapshot_after_tag")
     pushed = _push(config, ws)
-    log_event(log, "snapshot_done", iteration=iteration, tag=tag, rows=rows, pushed=pushed)
-    return {"tag": tag, "rows": rows, "pushed": pushed}
+    digest = _tagged_md5(ws, tag)  # what DVC recorded: the digest a `dvc pull` of the tag checks
+    log_event(log, "snapshot_done", iteration=iteration, tag=tag, rows=rows, md5=digest, pushed=pushed)
+    return {"tag": tag, "rows": rows, "md5": digest, "pushed": pushed}
 
 
 def _tag_exists(ws: Path, tag: str) -> bool:

@@ -433,7 +433,8 @@ def _snapshot_stage(run: StageRun) -> dict[str, Any]:
 def _track_stage(run: StageRun) -> dict[str, Any]:
     """Log the iteration to MLflow and apply the registry gate."""
     assert run.tracker is not None, "the track stage runs inside a command's session"
-    return run.tracker.log_iteration(run.store, run.iteration, run.metrics, run.results["train"])
+    return run.tracker.log_iteration(run.store, run.iteration, run.metrics, run.results["train"],
+                                     snapshot=run.results.get("snapshot"))
 
 
 def _bootstrap_metrics(run: StageRun, evaluation: dict[str, Any]) -> None:

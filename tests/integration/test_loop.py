@@ -35,6 +35,7 @@ def _check_mlflow(uri, cli):
 
     client = mlflow.MlflowClient(uri, uri)
     experiment = client.get_experiment_by_name("sentirefine")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on training runs
     runs = client.search_runs([experiment.experiment_id])
     names = sorted(r.info.run_name for r in runs)
     assert names == ["iteration-000", "iteration-001", "iteration-002", "refine"]
@@ -44,6 +45,13 @@ def _check_mlflow(uri, cli):
                 "gold.ensemble.accuracy", "gold.lstm.accuracy",
                 "weight.lexicon", "refine.lexicon_change_rate"):
         assert key in child.data.metrics, key
+    # each iteration's run names the label snapshot its models trained on (the UI's Dataset column)
+    for run in (r for r in runs if r.info.run_name.startswith("iteration-")):
+        (data,) = run.inputs.dataset_inputs
+        tag = f"data-iter-{int(run.info.run_name[-3:]):03d}"
+        assert data.dataset.name == f"labels@{tag}" and json.loads(data.dataset.source)["rev"] == tag
+        assert json.loads(data.dataset.profile)["train_rows"] == 600 and len(data.dataset.digest) == 32
+        assert {t.key: t.value for t in data.tags}["mlflow.data.context"] == "training"
     artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
     assert {"confusion_ensemble.png", "corrected_sample.csv", "metrics.json"} <= artifacts
     versions = client.search_model_versions("name='sentirefine-ensemble'")

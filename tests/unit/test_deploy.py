@@ -1,11 +1,9 @@
 """Deployment files: every sentirefine command they run exists with those options; the Dockerfile lints.
 
-The Airflow DAG is checked by parsing it with ``ast`` and rendering its task commands, not by
-importing it: apache-airflow 3.3 resolves to about 130 packages (SQLAlchemy, FastAPI, gRPC,
-OpenTelemetry, ...) — `pip install --dry-run` alone took 140 s on the 2-core machine — which
-does not fit CI time nor belong in the project's environment. It was import-checked once by hand
-in a separate venv (README "Scheduling"); ``test_dag_imports_with_airflow`` does so whenever
-Airflow happens to be installed.
+The Airflow DAG's task commands are checked here by parsing it with ``ast`` and rendering them
+against the CLI (fast, no Airflow needed); ``tests/integration/test_airflow_dag.py`` runs the DAG
+in a real Airflow from its own venv (``make airflow-env``), and ``test_dag_imports_with_airflow``
+imports it whenever Airflow is installed in the project's environment itself.
 """
 
 from __future__ import annotations
