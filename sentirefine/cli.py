@@ -270,6 +270,50 @@ def _run_refine(cfg: Config, max_iterations: int | None, until_converged: bool =
         typer.echo(f"stopped: {result.stop_reason}")
 
 
+def _check_rollback_checkpoints(cfg: Config, to_iteration: int) -> None:
+    """The loop continues from iteration K's checkpoints: refuse a K whose checkpoints `gc` removed."""
+    from sentirefine.errors import UsageError
+    from sentirefine.integrations.retention import checkpoint_dirs
+
+    dirs = checkpoint_dirs(cfg)
+    if to_iteration in dirs or not dirs:
+        return
+    kept = ", ".join(str(i) for i in sorted(dirs))
+    raise UsageError(f"iteration {to_iteration}'s checkpoints were removed (sentirefine gc): the loop could not "
+                     f"continue from it", hint=f"roll back to an iteration that still has them ({kept}), or "
+                     f"restore its labels from the snapshot: `sentirefine dataset restore --rev <its tag>`")
+
+
+@app.command()
+@_friendly
+def gc(
+    keep: Annotated[int, typer.Option(min=1, help="Finished iterations to keep, newest first (the newest is "
+                                      "what the next iteration updates).")] = 3,
+    dry_run: Annotated[bool, typer.Option(help="Print what would be removed; remove nothing.")] = False,
+) -> None:
+    """Remove checkpoints and registered versions of iterations neither served nor among the last KEEP.
+
+    Versions with an alias (production, staging) and their iterations are kept; labels, history, metrics,
+    runs and DVC snapshots are never touched. A kill at any point is safe: run the same command again.
+    """
+    from sentirefine.data.workspace import locked, open_store
+    from sentirefine.integrations import retention
+
+    cfg = _config()
+    with locked(cfg), open_store(cfg) as store:
+        before = {d: retention.tree_bytes(cfg.workspace / d) for d in ("models", "mlartifacts")}
+        todo = retention.plan(cfg, store, keep)
+        removed = todo.remove_iterations or "none"
+        typer.echo(f"keeping iterations {sorted(todo.keep)}; removing checkpoints of {removed} "
+                   f"and {len(todo.remove_versions)} registered version(s)")
+        if dry_run:
+            return
+        retention.apply(cfg, todo)
+        after = {d: retention.tree_bytes(cfg.workspace / d) for d in before}
+    for d in before:
+        typer.echo(f"  {d}/: {before[d] / 1e6:.1f} MB -> {after[d] / 1e6:.1f} MB")
+
+
 @app.command()
 @_friendly
 def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
@@ -329,6 +373,7 @@ def rollback(
             raise UsageError(f"--to-iteration {to_iteration} is out of range: valid iterations in {cfg.workspace} "
                              f"are 0 to {latest} (0 = labels as imported)",
                              hint=f"pass a value from 0 to {latest}; `sentirefine status` lists the iterations")
+        _check_rollback_checkpoints(cfg, to_iteration)
         chunk = cfg.store.chunk_size if isinstance(cfg.store.chunk_size, int) else 50_000
         result = store.rollback(to_iteration, chunk, undo_human=undo_human_labels)
     typer.echo(f"rolled back to iteration {to_iteration}: {result.changed} labels restored")
