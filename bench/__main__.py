@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
+import time
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="train rows wanted (NSMC train, then extra.tsv.gz: 429,709 at most)")
     m.set_defaults(gold_size=50_000)  # the whole NSMC test: 200k and ~480k rows in the table
     m.add_argument("--chunk-size", type=int, default=5000)
+    sv = sub.add_parser("serving", help="storage before/after gc, peak RSS of `sentirefine predict` at two sizes")
+    _common(sv, 5000)
+    sv.set_defaults(members="lexicon,lstm,bilstm", gold_size=2000)
+    sv.add_argument("--max-iterations", type=int, default=2, help="iterations refined before measuring storage")
+    sv.add_argument("--small", type=int, default=5000, help="rows of the smaller predict input (the larger: all)")
+    sv.add_argument("--demo", action="store_true", help="also run `sentirefine demo` and measure its storage")
     r = sub.add_parser("report", help="render BENCHMARKS.md from the result files")
     r.add_argument("--results", type=Path, default=machine.RESULTS)
     r.add_argument("--out", type=Path, default=data.REPO / "BENCHMARKS.md")
@@ -269,6 +277,43 @@ def cmd_memory(args: argparse.Namespace) -> list[Path]:
     return [machine.save(args.results, "memory", payload)]
 
 
+def cmd_serving(args: argparse.Namespace) -> list[Path]:
+    import yaml
+
+    from bench import serving
+
+    train, gold, src = _inputs(args)
+    folder = args.scratch / "serving"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    config = folder / "config.yaml"
+    config.write_text(yaml.safe_dump({"workspace": str(folder / "ws"), "models": {"order": args.members.split(",")},
+                                      "llm": {"enabled": False, "critique": False}}))
+    t0 = time.perf_counter()
+    serving._cli(config, "import", str(train), "--gold", str(gold))
+    serving._cli(config, "refine", "--max-iterations", str(args.max_iterations), "--ignore-convergence")
+    out: dict[str, Any] = {"refine_seconds": round(time.perf_counter() - t0, 1), "iterations": args.max_iterations,
+                           "storage": serving.storage(folder / "ws", config)}
+    small = folder / "small.tsv"
+    data.head([src.gold], args.small, small)
+    out["predict"] = {str(args.small): serving.predict_rss(config, small, folder / "small.csv")}
+    full = serving.predict_rss(config, src.gold, folder / "full.csv")
+    out["predict"][str(full["rows"])] = full
+    out["agreement"] = serving.agreement(folder / "ws", folder / "full.csv", serving.first_texts(src.gold, 500))
+    if args.demo:
+        demo_cfg = folder / "demo.yaml"
+        demo_cfg.write_text(yaml.safe_dump({"workspace": str(folder / "demo")}))
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "sentirefine", "--quiet", "--workspace", str(folder / "demo"), "demo"],
+                       check=True, capture_output=True)
+        out["demo"] = {"seconds": round(time.perf_counter() - t0, 1),
+                       "storage": serving.storage(folder / "demo", demo_cfg)}
+    print(f"[bench] serving: {json.dumps(out)}")
+    payload = {**_meta(args, src), "benchmark": "serving", **out}
+    shutil.rmtree(folder, ignore_errors=True)
+    return [machine.save(args.results, "serving", payload)]
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "memory-child":
@@ -282,7 +327,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.cmd == "report":
         print(f"[bench] wrote {render.write(args.results, args.out)}")
         return
-    commands = {"quality": cmd_quality, "stages": cmd_stages, "speed": cmd_speed, "memory": cmd_memory}
+    commands = {"quality": cmd_quality, "stages": cmd_stages, "speed": cmd_speed, "memory": cmd_memory,
+                "serving": cmd_serving}
     for path in commands[args.cmd](args):
         print(f"[bench] wrote {path}")
 

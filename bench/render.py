@@ -12,7 +12,7 @@ from typing import Any
 
 from bench import arms, effective, targets
 
-KINDS = ("quality", "stages", "speed", "memory", "pretrain_choice")
+KINDS = ("quality", "stages", "speed", "memory", "serving", "pretrain_choice")
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -259,6 +259,28 @@ def memory(r: dict[str, Any]) -> list[str]:
     return [f"### Peak memory (chunk size {r['chunk_size']})", "", *provenance(r), *_table(head, rows), ""]
 
 
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f}"
+
+
+def serving(r: dict[str, Any]) -> list[str]:
+    """Storage before/after `gc --keep 1`, and `sentirefine predict`'s peak RSS at two input sizes."""
+    stores = [(f"{r['size']:,} train rows, {r['iterations']} iterations ({', '.join(r['members'])})", r["storage"])]
+    if r.get("demo"):
+        stores.insert(0, ("`sentirefine demo` (8,000 rows, 3 iterations, 4 members)", r["demo"]["storage"]))
+    rows = [[what, _mb(s["before_bytes"]["mlartifacts"]), _mb(s["after_gc_keep_1_bytes"]["mlartifacts"]),
+             _mb(s["before_bytes"]["models"]), _mb(s["after_gc_keep_1_bytes"]["models"])] for what, s in stores]
+    pred = [[f"{int(n):,}", _f(p["peak_rss_mb"], 0), _f(p["rows_per_s"], 0)] for n, p in r["predict"].items()]
+    agree = r["agreement"]
+    return ["### Storage and batch scoring (`python -m bench serving`)", "", *provenance(r),
+            *_table(["workspace", "MLflow artifacts MB", "after `gc --keep 1`", "checkpoints MB",
+                     "after `gc --keep 1`"], rows), "",
+            f"`sentirefine predict` with the production ensemble, NSMC test rows, each run in a fresh process "
+            f"(chunks of 2,000 rows); its answers equal the served pyfunc's on {agree['identical']} of the first "
+            f"{agree['rows']} rows.", "",
+            *_table(["input rows", "peak RSS MB", "rows/s"], pred), ""]
+
+
 def pretrain_table(r: dict[str, Any]) -> list[str]:
     """The variants of a pretrain_choice result (also printed by the benchmark itself)."""
     rows = [[name, f"{v['accuracy']:.4f}", _f(v["fit_seconds"], 1), _f(v["predict_sentences_per_s"], 1),
@@ -300,7 +322,7 @@ def document(results: list[dict[str, Any]]) -> str:
         out += ["## Quality: injected noise removed, and what it buys the models", ""]
         for r in sorted(by["quality"], key=lambda r: (r["size"], _NOISE_ORDER.get(r["noise"], 9), r["noise"])):
             out += quality(r)
-    if by["speed"] or by["stages"] or by["memory"]:
+    if by["speed"] or by["stages"] or by["memory"] or by["serving"]:
         out += ["## Speed and scale", ""]
     for r in by["speed"]:
         out += speed(r)
@@ -308,6 +330,8 @@ def document(results: list[dict[str, Any]]) -> str:
         out += stages(r)
     for r in by["memory"]:
         out += memory(r)
+    for r in by["serving"]:
+        out += serving(r)
     for r in by["pretrain_choice"]:
         out += pretrain_choice(r)
     return "\n".join(out).rstrip() + "\n"
