@@ -91,9 +91,8 @@ def configure_logging(fmt: str = "json", level: str = "INFO", log_file: str | os
     console.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     console.setLevel(console_level or level)
     handlers: list[logging.Handler] = [console]
-    if log_file is not None:
-        os.makedirs(os.path.dirname(os.fspath(log_file)) or ".", exist_ok=True)
-        file = logging.FileHandler(log_file, encoding="utf-8", delay=True)
+    file = _file_handler(log_file) if log_file is not None else None
+    if file is not None:
         file.setFormatter(JsonFormatter())
         file.setLevel(level)
         handlers.append(file)
@@ -103,6 +102,10 @@ def configure_logging(fmt: str = "json", level: str = "INFO", log_file: str | os
         old.close()
     root.handlers[:] = handlers
     root.setLevel(min(logging.getLevelName(level), logging.getLevelName(console_level or level)))
+    # MLflow imported before this (a test, a notebook) installed its own stderr handler: route it through ours.
+    mlflow_log = logging.getLogger("mlflow")
+    mlflow_log.handlers.clear()
+    mlflow_log.propagate = True
     # Third-party chatter stays at WARNING unless asked for.
     for noisy in ("urllib3", "filelock", "httpx", "transformers", "mlflow", "alembic", "git", "dvc", "scmrepo",
                   "google_genai"):
@@ -112,6 +115,16 @@ def configure_logging(fmt: str = "json", level: str = "INFO", log_file: str | os
 def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log a structured event: ``log_event(log, "chunk_corrected", rows=512, iteration=2)``."""
     logger.log(level, event, extra={"event": event, **fields})
+
+
+def _file_handler(path: str | os.PathLike) -> logging.FileHandler | None:
+    """The log file opened for appending, or None where it cannot be (a read-only workspace, a full
+    disk): a command must not fail for its diary; the console then shows everything, as without one."""
+    try:
+        os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
+        return logging.FileHandler(path, encoding="utf-8")
+    except OSError:
+        return None
 
 
 def log_setup(config: Config) -> tuple[str, str, str | None, str | None]:

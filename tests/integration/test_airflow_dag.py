@@ -22,7 +22,7 @@ from sentirefine.data.store import Store
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-AIRFLOW = Path(os.environ.get("SENTIREFINE_AIRFLOW_BIN", ROOT / ".venv-airflow" / "bin" / "airflow"))
+AIRFLOW = ROOT / ".venv-airflow" / "bin" / "airflow"
 TASKS = ["bootstrap", "iteration_1", "report", "review_export"]
 
 

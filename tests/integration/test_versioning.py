@@ -45,7 +45,10 @@ def test_three_iterations_three_tags_read_back_restore_and_clone(workspace, cli,
         assert info["tag"] == f"data-iter-{iteration:03d}" and info["rows"] == 50 and info["pushed"]
         expected[iteration] = _labels(store)
     # idempotent: a replay after a crash finds the tag and only repeats the (no-op) push
-    assert snapshot(config, store, 3, chunk_size=7) == {"tag": "data-iter-003", "reused": True, "pushed": True}
+    again = snapshot(config, store, 3, chunk_size=7)
+    assert {k: again[k] for k in ("tag", "reused", "pushed", "rows")} == {
+        "tag": "data-iter-003", "reused": True, "pushed": True, "rows": 50}
+    assert len(again["md5"]) == 32  # the digest DVC recorded: the MLflow dataset input's
     tags = subprocess.run(["git", "-C", str(config.workspace), "tag"], capture_output=True, text=True).stdout.split()
     assert tags == ["data-iter-001", "data-iter-002", "data-iter-003"]
     for iteration in (1, 2, 3):

@@ -28,6 +28,10 @@ def _records(path):
 
 def test_library_warnings_go_to_the_file_not_the_console(tmp_path, capsys):
     log_file = tmp_path / "logs" / "sentirefine.jsonl"
+    # As MLflow does when it is imported first (a test, a notebook): its own stderr handler, not propagating.
+    mlflow_log = logging.getLogger("mlflow")
+    mlflow_log.addHandler(logging.StreamHandler())
+    mlflow_log.propagate = False
     configure_logging("text", "INFO", log_file)
     log_event(logging.getLogger("sentirefine.test"), "our_event", rows=3)
     logging.getLogger("mlflow.models").warning("Failed to infer model signature")
@@ -52,6 +56,14 @@ def test_console_level_quiets_the_console_only(tmp_path, capsys):
     console = [json.loads(line)["event"] for line in capsys.readouterr().err.splitlines()]
     assert console == ["something_wrong"]
     assert [r["event"] for r in _records(log_file)] == ["progress_note", "something_wrong"]
+
+
+def test_an_unwritable_log_file_does_not_fail_the_command(tmp_path, capsys):
+    blocked = tmp_path / "file-not-dir"
+    blocked.write_text("x")
+    configure_logging("text", "INFO", blocked / "logs" / "sentirefine.jsonl")  # its directory cannot exist
+    logging.getLogger("mlflow").warning("still shown")
+    assert "still shown" in capsys.readouterr().err
 
 
 def test_without_a_file_the_console_keeps_every_warning(capsys):
