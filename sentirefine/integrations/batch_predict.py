@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from sentirefine.config import Config
-from sentirefine.data.ingest import checked_text
+from sentirefine.data.ingest import checked_text, normalise
 from sentirefine.errors import InputDataError, ModelLoadError, UsageError
 from sentirefine.files.atomic import atomic_write
 from sentirefine.files.csvguard import guard_cell
@@ -110,7 +110,7 @@ def _row(record: Record, width: int, i_text: int, i_id: int | None, max_chars: i
     text = checked_text(record.fields, width, i_text, max_chars)
     if isinstance(text, tuple):
         return Reject(record.line, text[0], text[1] or text[0], record.raw)
-    return TextRow(record.line, record.fields[i_id].strip() if i_id is not None else "", text)
+    return TextRow(record.line, normalise(record.fields[i_id]) if i_id is not None else "", text)  # as import stores it
 
 
 def load_scorer(config: Config, model_uri: str | None) -> tuple[Any, str]:
