@@ -86,7 +86,11 @@ def configure_logging(fmt: str = "json", level: str = "INFO", log_file: str | os
     # (read when mlflow is first imported, which is after this in every command and worker).
     os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # bars are for terminals, not logs
-    logging.captureWarnings(True)  # library warnings become log records (py.warnings) in the same format
+    # Library warnings become log records (py.warnings) in the same format. Off, then on: a second
+    # captureWarnings(True) is a no-op, and whoever replaced warnings.showwarning since (pytest does
+    # per test, a notebook may) would otherwise keep them.
+    logging.captureWarnings(False)
+    logging.captureWarnings(True)
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     console.setLevel(console_level or level)
