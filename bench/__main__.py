@@ -290,8 +290,8 @@ def cmd_serving(args: argparse.Namespace) -> list[Path]:
     config.write_text(yaml.safe_dump({"workspace": str(folder / "ws"), "models": {"order": args.members.split(",")},
                                       "llm": {"enabled": False, "critique": False}}))
     t0 = time.perf_counter()
-    serving._cli(config, "import", str(train), "--gold", str(gold))
-    serving._cli(config, "refine", "--max-iterations", str(args.max_iterations), "--ignore-convergence")
+    serving.cli(config, "import", str(train), "--gold", str(gold))
+    serving.cli(config, "refine", "--max-iterations", str(args.max_iterations), "--ignore-convergence")
     out: dict[str, Any] = {"refine_seconds": round(time.perf_counter() - t0, 1), "iterations": args.max_iterations,
                            "storage": serving.storage(folder / "ws", config)}
     small = folder / "small.tsv"

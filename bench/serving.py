@@ -26,7 +26,7 @@ _RSS_WRAPPER = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[
                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc)")
 
 
-def _cli(config: Path, *args: str) -> subprocess.CompletedProcess:
+def cli(config: Path, *args: str) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "sentirefine", "-c", str(config), "--quiet", *args],
                           capture_output=True, text=True)
     if proc.returncode not in (0, 3):
@@ -38,7 +38,7 @@ def storage(workspace: Path, config: Path) -> dict[str, Any]:
     """Bytes of mlartifacts/ and models/ now, and after `gc --keep 1`."""
     before = {d: tree_bytes(workspace / d) for d in ("mlartifacts", "models")}
     t0 = time.perf_counter()
-    out = _cli(config, "gc", "--keep", "1").stdout.strip().splitlines()[0]
+    out = cli(config, "gc", "--keep", "1").stdout.strip().splitlines()[0]
     after = {d: tree_bytes(workspace / d) for d in before}
     return {"before_bytes": before, "after_gc_keep_1_bytes": after, "gc_seconds": round(time.perf_counter() - t0, 1),
             "gc_plan": out}

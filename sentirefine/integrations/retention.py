@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
@@ -54,7 +54,6 @@ class RetentionPlan:
     keep: set[int]
     remove_iterations: list[int]
     remove_versions: list[Version]
-    kept_versions: list[Version] = field(default_factory=list)
 
 
 def checkpoint_dirs(config: Config) -> dict[int, Path]:
@@ -67,17 +66,17 @@ def checkpoint_dirs(config: Config) -> dict[int, Path]:
 
 
 def plan(config: Config, store: Store, keep_last: int) -> RetentionPlan:
-    """Which iterations and registered versions ``gc --keep keep_last`` removes."""
+    """Which iterations and registered versions ``gc --keep keep_last`` removes.
+
+    Anything after the last finished iteration belongs to a run a resume continues, and is kept.
+    """
     finished = sorted(it["iteration"] for it in store.iterations() if it["finished_at"])
-    unfinished = {it["iteration"] for it in store.iterations() if not it["finished_at"]}
+    last = finished[-1] if finished else -1
     versions = _versions(config, store.workspace_id())
-    served = {v.iteration for v in versions if v.aliases}
-    keep = set(finished[-keep_last:]) | unfinished | served
     on_disk = checkpoint_dirs(config)
-    keep |= {i for i in on_disk if i > (finished[-1] if finished else -1)}  # a resume's partial checkpoints
+    keep = set(finished[-keep_last:]) | {v.iteration for v in versions if v.aliases} | {i for i in on_disk if i > last}
     return RetentionPlan(keep=keep, remove_iterations=sorted(i for i in on_disk if i not in keep),
-                         remove_versions=[v for v in versions if v.iteration not in keep],
-                         kept_versions=[v for v in versions if v.iteration in keep])
+                         remove_versions=[v for v in versions if v.iteration not in keep and v.iteration <= last])
 
 
 def apply(config: Config, plan: RetentionPlan) -> None:
@@ -116,7 +115,8 @@ def _versions(config: Config, workspace_id: str) -> list[Version]:
     names = [f"{config.tracking.model_prefix}-{label}" for label in ("ensemble", *config.models.order)]
     found: list[Version] = []
     for name in names:
-        aliased = {}
+        # Asked per alias: a registry search leaves the versions' aliases empty (MLflow 3.17, SQLite store).
+        aliased: dict[str, list[str]] = {}
         for alias in _ALIASES:
             try:
                 aliased.setdefault(str(client.get_model_version_by_alias(name, alias).version), []).append(alias)
