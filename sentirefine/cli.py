@@ -53,12 +53,15 @@ def _config(default_file: Path | None = None) -> Config:
     if _state.get("quiet"):  # in the config, so that pool and job workers, which configure from it, are quiet too
         overrides["logging"] = {**overrides.get("logging", {}), "console_level": "WARNING"}
     cfg = load_config(_state.get("config") or default_file, overrides)
-    configure_logging(*log_setup(cfg))
+    _log_to_workspace(cfg)
     return cfg
 
 
 def _log_to_workspace(cfg: Config) -> None:
-    """Open the workspace's log file once a command has created the workspace (it had none to open before)."""
+    """Log as ``cfg`` says, into the workspace's log file once the workspace exists.
+
+    Called again by a command that creates the workspace (init, import, demo): it had no file to open before.
+    """
     configure_logging(*log_setup(cfg))
 
 

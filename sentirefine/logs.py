@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from sentirefine.config import Config
@@ -131,11 +131,20 @@ def _file_handler(path: str | os.PathLike) -> logging.FileHandler | None:
         return None
 
 
-def log_setup(config: Config) -> tuple[str, str, str | None, str | None]:
-    """``configure_logging``'s arguments for ``config``: what a worker process passes it to log as its command."""
+class LogSetup(NamedTuple):
+    """``configure_logging``'s arguments, picklable: a worker process receives them to log as its command does."""
+
+    fmt: str = "json"
+    level: str = "INFO"
+    log_file: str | None = None
+    console_level: str | None = None
+
+
+def log_setup(config: Config) -> LogSetup:
+    """The :class:`LogSetup` of ``config`` (``configure_logging(*log_setup(config))``)."""
     file = config.log_file
     log = config.logging
-    return log.format, log.level, None if file is None else str(file), log.console_level
+    return LogSetup(log.format, log.level, None if file is None else str(file), log.console_level)
 
 
 @contextmanager

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from sentirefine.config import Config
 from sentirefine.ensemble.pool import cpu_count
 from sentirefine.errors import TrainingError
-from sentirefine.logs import configure_logging, log_event, log_setup
+from sentirefine.logs import LogSetup, configure_logging, log_event, log_setup
 from sentirefine.models.text import set_threads
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ J = TypeVar("J")
 R = TypeVar("R")
 
 
-def _init_job_worker(threads: int, log: tuple) -> None:
+def _init_job_worker(threads: int, log: LogSetup) -> None:
     """Worker initializer: the command's logging, and this worker's share of the cores."""
     import torch
 
@@ -55,12 +55,12 @@ class JobRunner:
     an iteration at 20k rows.
     """
 
-    def __init__(self, workers: int, *, start_method: str = "spawn", log: tuple = ("json", "INFO"),
+    def __init__(self, workers: int, *, start_method: str = "spawn", log: LogSetup | None = None,
                  executor_factory: Callable[..., Executor] | None = None) -> None:
         self.workers = max(1, workers)
         self.threads = max(1, cpu_count() // self.workers)
         self._start_method = start_method
-        self._log = log  # configure_logging's arguments (logs.log_setup)
+        self._log = log or LogSetup()
         self._factory = executor_factory
         self._executor: Executor | None = None
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from sentirefine.config import Config
-from sentirefine.logs import configure_logging, log_event, log_setup
+from sentirefine.logs import LogSetup, configure_logging, log_event, log_setup
 from sentirefine.models.text import set_cache_limit, set_threads
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def resolve_workers(setting: int | str) -> int:
 _WORKER: dict[str, Any] = {"key": None, "models": []}
 
 
-def _init_worker(threads: int, log: tuple, token_cache_entries: int) -> None:
+def _init_worker(threads: int, log: LogSetup, token_cache_entries: int) -> None:
     """Pool initializer: the command's logging, torch threads bound so that workers x threads <= cores,
     and the token cache."""
     import torch
@@ -80,12 +80,12 @@ class EnsemblePool:
     """
 
     def __init__(self, *, workers: int, start_method: str = "spawn", batch_rows: int = 512,
-                 log: tuple = ("json", "INFO"), token_cache_entries: int = 10_000,
+                 log: LogSetup | None = None, token_cache_entries: int = 10_000,
                  threads_per_worker: int | None = None, pool_factory: Any = None) -> None:
         self.workers = workers
         self.start_method = start_method
         self.batch_rows = batch_rows
-        self._log = log  # configure_logging's arguments (logs.log_setup)
+        self._log = log or LogSetup()
         self._token_cache = token_cache_entries
         self._threads = threads_per_worker  # None = cores // workers
         self._pool_factory = pool_factory

@@ -20,9 +20,10 @@ import json
 import logging
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -145,18 +146,7 @@ def predict_file(config: Config, source: Path, output: Path, *, fmt: Format, mod
     with _sink(output) as out, _rejects_sink(rejects) as bad, \
             tqdm(desc="predict", unit="row", disable=progress_disabled()) as bar:
         writer = _writer(out, fmt)
-        chunk: list[TextRow] = []
-        for item in rows:
-            report.read += 1
-            if isinstance(item, Reject):
-                _reject(report, item, bad, strict, source)
-                continue
-            chunk.append(item)
-            if len(chunk) >= chunk_rows:
-                report.predicted += _score(model, chunk, writer)
-                bar.update(len(chunk))
-                chunk = []
-        if chunk:
+        for chunk in _chunks(_valid(rows, report, bad, strict, source), chunk_rows):
             report.predicted += _score(model, chunk, writer)
             bar.update(len(chunk))
     if rejects is not None and not report.rejected:
@@ -165,6 +155,23 @@ def predict_file(config: Config, source: Path, output: Path, *, fmt: Format, mod
     log_event(log, "predict_done", source=report.source, read=report.read, predicted=report.predicted,
               rejected=report.rejected, reasons=dict(report.reasons))
     return report
+
+
+def _valid(rows: Iterable[TextRow | Reject], report: PredictReport, bad: IO[str] | None, strict: bool,
+           source: Path) -> Iterator[TextRow]:
+    """The rows that can be scored; each one that cannot is counted and listed (or, ``strict``, fatal)."""
+    for item in rows:
+        report.read += 1
+        if isinstance(item, Reject):
+            _reject(report, item, bad, strict, source)
+        else:
+            yield item
+
+
+def _chunks(rows: Iterator[TextRow], size: int) -> Iterator[list[TextRow]]:
+    """Lists of ``size`` rows (the last shorter): the memory bound of a run is one chunk, whatever the input."""
+    while chunk := list(islice(rows, size)):
+        yield chunk
 
 
 def _score(model: Any, chunk: list[TextRow], writer: Any) -> int:

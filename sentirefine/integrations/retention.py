@@ -1,15 +1,17 @@
 """`sentirefine gc`: bounded storage: drop the checkpoints and registered versions nobody serves.
 
-Every iteration writes each member's checkpoint (``models/iter-NNN/``) and registers versions
-whose MLflow artifacts hold copies of them, so a workspace grows by a full model set per
-iteration. ``gc --keep N`` keeps what can still be used and removes the rest:
+Every iteration writes each member's checkpoint (``models/iter-NNN/``) and logs one model bundle
+(its registered versions' files, each checkpoint once: :mod:`~sentirefine.integrations.model_bundle`),
+so a workspace grows by two model sets per iteration. ``gc --keep N`` keeps what can still be
+used and removes the rest:
 
 * kept: the last ``N`` finished iterations (the newest is what the next iteration updates), an
   unfinished iteration's partial checkpoints (a resume needs them), and every iteration one of
   this workspace's registered versions with an alias (``production``, ``staging``) comes from;
-* removed, for every other iteration: its registered versions (ensemble and members) with their
-  logged-model artifacts (deleted from disk where the artifact store is a local directory; a
-  remote store's files go with the server's own ``mlflow gc``), then ``models/iter-NNN/``.
+* removed, for every other iteration: its registered versions (members first, then the ensemble
+  with the bundle, deleted from disk where the artifact store is a local directory; a remote
+  store's files go with the server's own ``mlflow gc``; versions registered before bundles take
+  their logged model with them), then ``models/iter-NNN/``.
 
 Never touched: the store (labels, ``label_history``, iteration metrics), the iteration runs and
 their metrics, DVC snapshots and tags. An iteration without checkpoints can no longer be rolled
@@ -32,6 +34,7 @@ from urllib.request import url2pathname
 from sentirefine.config import Config
 from sentirefine.data.store import Store
 from sentirefine.faults import crash_point
+from sentirefine.integrations.model_bundle import ARTIFACT_PATH
 from sentirefine.logs import log_event
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,7 @@ class Version:
     iteration: int
     model_id: str | None
     aliases: tuple[str, ...] = ()
+    source: str = ""
 
 
 @dataclass
@@ -83,7 +87,8 @@ def apply(config: Config, plan: RetentionPlan) -> None:
     """Delete what ``plan`` names: registered versions first, then checkpoint directories."""
     if plan.remove_versions:
         client = _client(config)
-        for v in plan.remove_versions:
+        # Members before their ensemble: a member version's files lie inside the ensemble's bundle.
+        for v in sorted(plan.remove_versions, key=lambda v: (v.iteration, v.model.endswith("-ensemble"))):
             _delete_version(client, v, config.workspace.resolve())
             crash_point("gc_after_version")
     for iteration in plan.remove_iterations:
@@ -126,7 +131,7 @@ def _versions(config: Config, workspace_id: str) -> list[Version]:
             if mv.tags.get("workspace") != workspace_id or not mv.tags.get("iteration", "").isdigit():
                 continue
             found.append(Version(name, str(mv.version), int(mv.tags["iteration"]), _model_id(mv),
-                                 tuple(aliased.get(str(mv.version), ()))))
+                                 tuple(aliased.get(str(mv.version), ())), mv.source or ""))
     return found
 
 
@@ -140,14 +145,20 @@ def _model_id(mv) -> str | None:
 
 
 def _delete_version(client, v: Version, workspace: Path) -> None:
-    """The version, and its logged model with the artifact files where they are a local directory
-    inside the workspace (the embedded store's ``mlartifacts``; nothing outside it is deleted)."""
-    location = None
-    if v.model_id:
+    """The version, and its files where they are a local directory inside the workspace (the
+    embedded store's ``mlartifacts``; nothing outside it is deleted): an iteration's model bundle
+    goes with its ensemble version (its members' versions point inside it), an older version's
+    logged model with the version itself."""
+    files = None
+    if v.source.rstrip("/").endswith("/" + ARTIFACT_PATH):
+        bundle = local_dir(v.source.rstrip("/"))
+        files = None if bundle is None else bundle.parent  # registered/ in the iteration run's artifacts
+    elif v.model_id:
         try:
-            location = client.get_logged_model(v.model_id).artifact_location
+            files = local_dir(client.get_logged_model(v.model_id).artifact_location)
         except Exception:  # already deleted by an earlier, interrupted gc
-            location = None
+            files = None
+        files = files.parent if files is not None and files.name == "artifacts" else files
     try:
         client.delete_model_version(v.model, v.version)
     except Exception as exc:  # already gone: a killed gc deleted it and died before the rest
@@ -159,13 +170,13 @@ def _delete_version(client, v: Version, workspace: Path) -> None:
         except Exception as exc:
             log_event(log, "logged_model_already_deleted", level=logging.DEBUG, model_id=v.model_id,
                       error=str(exc))
-    local = _local_dir(location)
-    if local is not None and local.resolve().is_relative_to(workspace):
-        shutil.rmtree(local.parent if local.name == "artifacts" else local, ignore_errors=True)
+    if files is not None and files.resolve().is_relative_to(workspace):
+        shutil.rmtree(files, ignore_errors=True)
     log_event(log, "version_removed", model=v.model, version=v.version, iteration=v.iteration)
 
 
-def _local_dir(uri: str | None) -> Path | None:
+def local_dir(uri: str | None) -> Path | None:
+    """The local folder a ``file:`` (or plain path) URI names; None for any other scheme."""
     if not uri:
         return None
     parsed = urlparse(uri)

@@ -23,6 +23,7 @@ from mlflow.models.signature import ModelSignature
 from mlflow.types.schema import ColSpec, Schema
 
 from sentirefine.ensemble.spec import EnsembleSpec
+from sentirefine.integrations.model_bundle import member_checkpoint
 from sentirefine.models import load_model
 
 SPEC_ARTIFACT = "ensemble_spec"
@@ -51,7 +52,7 @@ class EnsemblePyfunc(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: Any) -> None:
         self.spec = EnsembleSpec.from_json(Path(context.artifacts[SPEC_ARTIFACT]).read_text(encoding="utf-8"))
-        self.members = [load_model(Path(context.artifacts[name])) for name in self.spec.members]
+        self.members = [load_model(member_checkpoint(Path(context.artifacts[name]))) for name in self.spec.members]
 
     # A DataFrame hint is one MLflow neither infers a schema from nor validates against (the
     # logged signature does that); without any hint it warns on every log_model.

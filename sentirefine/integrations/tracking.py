@@ -20,7 +20,6 @@ stage is redone, so the registry never holds two versions for one iteration.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 import os
@@ -28,7 +27,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stderr
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -271,76 +270,73 @@ class Tracker:
     # -- registry -------------------------------------------------------------------------------
     def _register(self, run_id: str, iteration: int, metrics: IterationMetrics, workspace_id: str,
                   dataset_rev: str) -> dict[str, Any]:
+        """Log the iteration's model bundle once, then register the ensemble and each member that passes.
+
+        Every version's source lies in the one bundle (:mod:`~sentirefine.integrations.model_bundle`):
+        a checkpoint is stored once per iteration, however many versions serve it.
+        """
         from sentirefine.ensemble.spec import EnsembleSpec
-        from sentirefine.integrations import model_code
-        from sentirefine.integrations.serving import SPEC_ARTIFACT, signature
+        from sentirefine.integrations import model_bundle
 
         cfg = self.config
-        names = cfg.models.order
-        model_dir = iteration_dir(cfg, iteration)
         metric = cfg.tracking.gate_metric
-        decisions: dict[str, Any] = {}
+        spec = EnsembleSpec.from_stage_info(metrics.evaluation.to_json(), cfg, iteration)  # what evaluate fitted
         with tempfile.TemporaryDirectory() as tmp:
-            spec_path = Path(tmp) / "ensemble.json"
-            spec = EnsembleSpec.from_stage_info(metrics.evaluation.to_json(), cfg, iteration)  # what evaluate fitted
-            spec_path.write_text(spec.to_json(), encoding="utf-8")
-            artifacts = {n: str(model_dir / n) for n in spec.members} | {SPEC_ARTIFACT: str(spec_path)}
-            decisions["ensemble"] = self.register_version(
-                run_id, "ensemble", model_code.ENSEMBLE, artifacts, signature(ensemble=True),
-                _score(metrics.evaluation.ensemble, metric), iteration, workspace_id, always=True,
-                dataset_rev=dataset_rev, defer_aliases=True)
-            if cfg.tracking.register_members:
-                for name in names:
-                    decisions[name] = self.register_version(
-                        run_id, name, model_code.MEMBER, {"member": str(model_dir / name)}, signature(ensemble=False),
-                        _score(metrics.evaluation.members.get(name), metric), iteration, workspace_id, always=False,
-                        dataset_rev=dataset_rev, defer_aliases=True)
+            bundle = model_bundle.build(Path(tmp), iteration_dir(cfg, iteration), spec)
+            model_bundle.check(bundle, list(spec.members))
+            self.client.log_artifacts(run_id, str(bundle), model_bundle.ARTIFACT_PATH)
+        crash_point("register:after_bundle")
+        source = f"{self.client.get_run(run_id).info.artifact_uri.rstrip('/')}/{model_bundle.ARTIFACT_PATH}"
+        decisions: dict[str, Any] = {"ensemble": self.register_version(
+            run_id, "ensemble", source, _score(metrics.evaluation.ensemble, metric), iteration, workspace_id,
+            always=True, dataset_rev=dataset_rev, defer_aliases=True)}
+        if cfg.tracking.register_members:
+            for name in spec.members:
+                decisions[name] = self.register_version(
+                    run_id, name, f"{source}/{model_bundle.member_path(name)}",
+                    _score(metrics.evaluation.members.get(name), metric), iteration, workspace_id, always=False,
+                    dataset_rev=dataset_rev, defer_aliases=True)
         return decisions
 
-    def register_version(self, run_id: str, label: str, python_model: Path, artifacts: dict[str, str],
-                         signature: Any, value: float | None, iteration: int, workspace_id: str,
-                      *, always: bool, dataset_rev: str = "", defer_aliases: bool = False) -> dict[str, Any]:
-        """Register one model version (staging), then promote it to production if it passes.
+    def register_version(self, run_id: str, label: str, source: str, value: float | None, iteration: int,
+                         workspace_id: str, *, always: bool, dataset_rev: str = "",
+                         defer_aliases: bool = False) -> dict[str, Any]:
+        """Register the MLflow model at ``source`` (inside ``run_id``'s artifacts) as a version of
+        ``<prefix>-<label>`` (staging), and promote it to production if it passes the gate.
 
-        ``python_model`` is a models-from-code file (:mod:`~sentirefine.integrations.model_code`).
-        The input example is logged with the signature, and MLflow loads the new version and
-        predicts it once before registering: a version that cannot serve is never registered.
-
-        ``defer_aliases``: only register and tag; the caller sets the aliases (:meth:`_set_aliases`)
-        once the run is complete.
+        The version is created with its tags in one call, so no version exists half-described.
+        ``defer_aliases``: only register; the caller sets the aliases (:meth:`_set_aliases`) once
+        the run is complete.
         """
-        from sentirefine.integrations.serving import INPUT_EXAMPLE
-
         cfg = self.config.tracking
         registered = f"{cfg.model_prefix}-{label}"
         production, production_version = self._production(registered)
         ok, reason = passes_gate(value, production, cfg.gate_tolerance) if value is not None else (False, "no metric")
         if not always and not ok:
             return {"registered": False, "reason": reason}
-        # MLflow prints "Successfully registered model ..." straight to stderr; keep it a log event.
-        with self.mlflow.start_run(run_id=run_id, nested=True), redirect_stderr(io.StringIO()) as printed:
-            info = self.mlflow.pyfunc.log_model(
-                name=label, python_model=python_model, artifacts=artifacts, signature=signature,
-                input_example=INPUT_EXAMPLE, registered_model_name=registered, pip_requirements=["sentirefine"],
-                await_registration_for=60,
-            )
-        if printed.getvalue().strip():
-            log_event(log, "mlflow_output", level=logging.DEBUG, model=registered, text=printed.getvalue().strip())
-        version = str(info.registered_model_version)
-        crash_point(f"register:{label}_after_log_model")
-        version_tags = {"iteration": str(iteration), "workspace": workspace_id, "run_id": run_id,
-                        f"gold_{cfg.gate_metric}": "" if value is None else f"{value:.6f}",
-                        "promotion": "promoted" if ok else "rejected", "promotion_reason": reason,
-                        "previous_production": production_version or "", "dataset_rev": dataset_rev,
-                        "folds": str(self.config.ensemble.folds)}  # fold models in each member's artifact
-        for key, tag_value in version_tags.items():
-            self.client.set_model_version_tag(registered, version, key, tag_value)
+        self._ensure_registered_model(registered)
+        tags = {"iteration": str(iteration), "workspace": workspace_id, "run_id": run_id,
+                f"gold_{cfg.gate_metric}": "" if value is None else f"{value:.6f}",
+                "promotion": "promoted" if ok else "rejected", "promotion_reason": reason,
+                "previous_production": production_version or "", "dataset_rev": dataset_rev,
+                "folds": str(self.config.ensemble.folds)}  # fold models in each member's checkpoint
+        version = str(self.client.create_model_version(registered, source, run_id=run_id, tags=tags).version)
+        crash_point(f"register:{label}_after_create_version")
         decision = {"registered": True, "version": version, "promoted": ok, "reason": reason,
                     "model": registered, "label": label}
         if not defer_aliases:
             self._set_aliases(decision)
         log_event(log, "model_registered", model=registered, version=version, promoted=ok, reason=reason)
         return decision
+
+    def _ensure_registered_model(self, registered: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(registered)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
 
     def _set_aliases(self, decision: dict[str, Any]) -> None:
         """``staging`` on a registered version, and ``production`` if it passed the gate."""
@@ -404,8 +400,21 @@ class Tracker:
                 self.client.delete_model_version(version.name, version.version)
                 if is_production and previous:  # hand production back to the version it replaced
                     self.client.set_registered_model_alias(version.name, "production", previous)
+            self._remove_local_bundle(run.info.artifact_uri)
             log_event(log, "partial_run_discarded", iteration=iteration, run_id=run.info.run_id)
             self.client.delete_run(run.info.run_id)
+
+    def _remove_local_bundle(self, artifact_uri: str) -> None:
+        """The model bundle a discarded run logged, where the artifact store is this workspace's
+        ``mlartifacts`` (a server's store keeps it until its own ``mlflow gc``)."""
+        import shutil
+
+        from sentirefine.integrations.model_bundle import ARTIFACT_PATH
+        from sentirefine.integrations.retention import local_dir
+
+        local = local_dir(artifact_uri)
+        if local is not None and local.resolve().is_relative_to(self.config.workspace.resolve()):
+            shutil.rmtree(local / ARTIFACT_PATH.split("/")[0], ignore_errors=True)
 
 
 def _confusion_png(matrix: list[list[int]], path: Path, title: str) -> None:

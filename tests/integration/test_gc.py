@@ -35,10 +35,39 @@ def _versions(ws):
             with contextlib.suppress(Exception):  # no such alias
                 aliased.add(int(client.get_model_version_by_alias(name, alias).tags["iteration"]))
         versions = client.search_model_versions(f"name='{name}'")
-        locations = {int(v.tags["iteration"]): client.get_logged_model(v.source.removeprefix("models:/"))
-                     .artifact_location for v in versions}
-        out[name] = ({int(v.tags["iteration"]) for v in versions}, aliased, locations)
+        out[name] = ({int(v.tags["iteration"]) for v in versions}, aliased,
+                     {int(v.tags["iteration"]): v.source for v in versions})
     return out
+
+
+def _local(source: str):
+    from sentirefine.integrations.retention import local_dir
+
+    return local_dir(source)
+
+
+def test_each_checkpoint_is_stored_once_per_iteration(tiny_corpus, tmp_path, cli):
+    """The ensemble version and a member version of one iteration share one copy of the checkpoint."""
+    from tiny_config import TINY_CONFIG
+
+    ws = tmp_path / "ws"
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({**TINY_CONFIG, "workspace": str(ws),
+                                      "models": {**TINY_CONFIG["models"], "order": ["lexicon"]}}))
+    train, gold = tiny_corpus
+    cli("-c", str(config), "import", str(train), "--gold", str(gold))
+    cli("-c", str(config), "refine", "--max-iterations", "1", "--ignore-convergence")
+    registry = _versions(ws)
+    iterations = registry["sentirefine-ensemble"][0]
+    member_iterations = registry["sentirefine-lexicon"][0]
+    assert iterations == {0, 1} and member_iterations
+    for iteration in member_iterations:
+        ensemble = _local(registry["sentirefine-ensemble"][2][iteration])
+        member = _local(registry["sentirefine-lexicon"][2][iteration])
+        assert member.parent.parent == ensemble and (member / "MLmodel").is_file()
+    checkpoint_files = {p.name for p in (ws / "models" / "iter-001" / "lexicon").rglob("*") if p.is_file()}
+    stored = [p for p in (ws / "mlartifacts").rglob("*") if p.is_file() and p.name in checkpoint_files]
+    assert len(stored) == len(checkpoint_files) * len(iterations), sorted(map(str, stored))
 
 
 def test_gc_keeps_the_served_and_the_newest_and_removes_the_rest(tiny_corpus, tmp_path, cli):
@@ -70,8 +99,8 @@ def test_gc_keeps_the_served_and_the_newest_and_removes_the_rest(tiny_corpus, tm
     after = _versions(ws)
     for name, (iterations, aliased, _) in after.items():
         assert iterations == registry[name][0] & keep and aliased == registry[name][1]
-        for iteration, location in registry[name][2].items():  # removed versions' artifact files are gone
-            assert (iteration in keep) == (ws / "mlartifacts" / location.split("/mlartifacts/")[1]).exists()
+        for iteration, source in registry[name][2].items():  # removed versions' artifact files are gone
+            assert (iteration in keep) == _local(source).exists()
     assert _state(ws) == before  # labels, history, iteration metrics, DVC tags: untouched
 
     # the production model still serves, the loop still continues, a removed iteration cannot be rolled back to

@@ -1,0 +1,77 @@
+"""One iteration's registered models as one MLflow model directory: every checkpoint stored once.
+
+Registering each member and the ensemble with ``log_model`` copies a checkpoint into every version
+that serves it (BERT into its member version and into the ensemble's). Instead, an iteration logs
+one directory into its run's artifacts, and every version it registers points into it::
+
+    registered/ensemble/            the ensemble's MLflow model (MLmodel, ensemble_model.py, signature,
+      MLmodel                       input example): the source of <prefix>-ensemble's version
+      artifacts/ensemble.json       the EnsembleSpec the evaluate stage fitted
+      artifacts/<member>/           a complete MLflow model of the member: the source of <prefix>-<member>'s
+        MLmodel                     version (a member version downloads and loads this folder alone)
+        artifacts/<member>/         the member's checkpoint, the only copy in the artifact store
+
+Both are models from code (:mod:`~sentirefine.integrations.model_code`) with a signature and an
+input example, as MLflow recommends; :func:`check` loads each one and predicts the example before
+anything is registered, as ``log_model`` would, so a version that cannot serve never exists.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sentirefine.ensemble.spec import EnsembleSpec
+
+# Where in an iteration run's artifacts the bundle lies; member models under it at artifacts/<member>.
+ARTIFACT_PATH = "registered/ensemble"
+_PIP = ["sentirefine"]
+
+
+def build(folder: Path, checkpoints: Path, spec: EnsembleSpec) -> Path:
+    """Write the bundle for ``spec``'s members (checkpoints in ``checkpoints/<member>``) under ``folder``."""
+    import mlflow.pyfunc
+
+    from sentirefine.integrations import model_code
+    from sentirefine.integrations.serving import INPUT_EXAMPLE, SPEC_ARTIFACT, signature
+
+    members = folder / "members"
+    for name in spec.members:
+        mlflow.pyfunc.save_model(members / name, python_model=str(model_code.MEMBER),
+                                 artifacts={"member": str(checkpoints / name)}, signature=signature(ensemble=False),
+                                 input_example=INPUT_EXAMPLE, pip_requirements=_PIP)
+    spec_file = folder / "ensemble.json"
+    spec_file.write_text(spec.to_json(), encoding="utf-8")
+    ensemble = folder / "ensemble"
+    artifacts = {name: str(members / name) for name in spec.members} | {SPEC_ARTIFACT: str(spec_file)}
+    mlflow.pyfunc.save_model(ensemble, python_model=str(model_code.ENSEMBLE), artifacts=artifacts,
+                             signature=signature(ensemble=True), input_example=INPUT_EXAMPLE, pip_requirements=_PIP)
+    return ensemble
+
+
+def member_path(name: str) -> str:
+    """A member's model folder relative to the bundle (what its version's source adds to the bundle's)."""
+    return f"artifacts/{name}"
+
+
+def check(ensemble: Path, members: list[str]) -> None:
+    """Load the ensemble and each member model as a server would and predict the input example."""
+    import mlflow.pyfunc
+
+    from sentirefine.integrations.serving import INPUT_EXAMPLE
+
+    for path in [ensemble, *(ensemble / member_path(name) for name in members)]:
+        out = mlflow.pyfunc.load_model(str(path)).predict(INPUT_EXAMPLE)
+        if len(out) != len(INPUT_EXAMPLE):
+            raise RuntimeError(f"{path} answered {len(out)} rows for {len(INPUT_EXAMPLE)}")
+
+
+def member_checkpoint(path: Path) -> Path:
+    """The checkpoint behind an ensemble artifact: inside a nested member model (bundles), or the
+    folder itself (versions registered before checkpoints were stored once)."""
+    mlmodel = path / "MLmodel"
+    if not mlmodel.is_file():
+        return path
+    from mlflow.models import Model
+
+    artifacts = Model.load(str(mlmodel)).flavors["python_function"]["artifacts"]
+    return path / artifacts["member"]["path"]
