@@ -19,6 +19,8 @@ anything is registered, as ``log_model`` would, so a version that cannot serve n
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from sentirefine.ensemble.spec import EnsembleSpec
 
@@ -65,13 +67,11 @@ def check(ensemble: Path, members: list[str]) -> None:
             raise RuntimeError(f"{path} answered {len(out)} rows for {len(INPUT_EXAMPLE)}")
 
 
-def member_checkpoint(path: Path) -> Path:
-    """The checkpoint behind an ensemble artifact: inside a nested member model (bundles), or the
-    folder itself (versions registered before checkpoints were stored once)."""
-    mlmodel = path / "MLmodel"
-    if not mlmodel.is_file():
-        return path
-    from mlflow.models import Model
-
-    artifacts = Model.load(str(mlmodel)).flavors["python_function"]["artifacts"]
-    return path / artifacts["member"]["path"]
+def local_dir(uri: str | None) -> Path | None:
+    """The local folder a ``file:`` (or plain path) URI names; None for any other scheme."""
+    if not uri:
+        return None
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("", "file"):
+        return None
+    return Path(url2pathname(parsed.path))

@@ -28,13 +28,11 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 from sentirefine.config import Config
 from sentirefine.data.store import Store
 from sentirefine.faults import crash_point
-from sentirefine.integrations.model_bundle import ARTIFACT_PATH
+from sentirefine.integrations.model_bundle import ARTIFACT_PATH, local_dir
 from sentirefine.logs import log_event
 
 log = logging.getLogger(__name__)
@@ -173,16 +171,6 @@ def _delete_version(client, v: Version, workspace: Path) -> None:
     if files is not None and files.resolve().is_relative_to(workspace):
         shutil.rmtree(files, ignore_errors=True)
     log_event(log, "version_removed", model=v.model, version=v.version, iteration=v.iteration)
-
-
-def local_dir(uri: str | None) -> Path | None:
-    """The local folder a ``file:`` (or plain path) URI names; None for any other scheme."""
-    if not uri:
-        return None
-    parsed = urlparse(uri)
-    if parsed.scheme not in ("", "file"):
-        return None
-    return Path(url2pathname(parsed.path))
 
 
 def tree_bytes(path: Path) -> int:

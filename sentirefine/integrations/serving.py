@@ -6,8 +6,9 @@ DataFrame with a ``text`` column and returns ``label`` (0/1), ``probability`` (P
 and ``confidence``, computed exactly as in the loop: the ``ensemble_spec`` artifact is the
 :class:`~sentirefine.ensemble.spec.EnsembleSpec` the iteration's evaluate stage fitted, and its
 ``combine`` is the loop's own. Versions registered before the spec had a ``format`` key carry
-format 1, which ``EnsembleSpec.from_json`` reads too. Versions are logged as models from code
-(:mod:`sentirefine.integrations.model_code`); versions logged before that pickled these
+format 1, which ``EnsembleSpec.from_json`` reads too. Versions are models from code
+(:mod:`sentirefine.integrations.model_code`) in one bundle per iteration
+(:mod:`sentirefine.integrations.model_bundle`); versions logged before that pickled these
 classes by name, so the names stay (``sentirefine.serving`` re-exports them for the oldest).
 """
 
@@ -23,7 +24,6 @@ from mlflow.models.signature import ModelSignature
 from mlflow.types.schema import ColSpec, Schema
 
 from sentirefine.ensemble.spec import EnsembleSpec
-from sentirefine.integrations.model_bundle import member_checkpoint
 from sentirefine.models import load_model
 
 SPEC_ARTIFACT = "ensemble_spec"
@@ -45,6 +45,19 @@ def _texts(model_input: Any) -> list[str]:
             raise ValueError(f"input needs a 'text' column, got {list(model_input.columns)}")
         return model_input["text"].astype(str).tolist()
     return [str(t) for t in model_input]
+
+
+def member_checkpoint(path: Path) -> Path:
+    """The checkpoint behind an ensemble artifact: inside a nested member model (an iteration's
+    bundle, :mod:`~sentirefine.integrations.model_bundle`), or the folder itself (versions
+    registered before checkpoints were stored once)."""
+    mlmodel = path / "MLmodel"
+    if not mlmodel.is_file():
+        return path
+    from mlflow.models import Model
+
+    artifacts = Model.load(str(mlmodel)).flavors["python_function"]["artifacts"]
+    return path / artifacts["member"]["path"]
 
 
 class EnsemblePyfunc(mlflow.pyfunc.PythonModel):

@@ -409,8 +409,7 @@ class Tracker:
         ``mlartifacts`` (a server's store keeps it until its own ``mlflow gc``)."""
         import shutil
 
-        from sentirefine.integrations.model_bundle import ARTIFACT_PATH
-        from sentirefine.integrations.retention import local_dir
+        from sentirefine.integrations.model_bundle import ARTIFACT_PATH, local_dir
 
         local = local_dir(artifact_uri)
         if local is not None and local.resolve().is_relative_to(self.config.workspace.resolve()):

@@ -41,7 +41,7 @@ def _versions(ws):
 
 
 def _local(source: str):
-    from sentirefine.integrations.retention import local_dir
+    from sentirefine.integrations.model_bundle import local_dir
 
     return local_dir(source)
 
