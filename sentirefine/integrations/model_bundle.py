@@ -18,6 +18,7 @@ anything is registered, as ``log_model`` would, so a version that cannot serve n
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
@@ -75,3 +76,10 @@ def local_dir(uri: str | None) -> Path | None:
     if parsed.scheme not in ("", "file"):
         return None
     return Path(url2pathname(parsed.path))
+
+
+def remove_local(folder: Path | None, workspace: Path) -> None:
+    """Delete ``folder`` where it lies inside ``workspace`` (the embedded store's ``mlartifacts``):
+    nothing outside it is ever deleted; a remote store's files go with the server's own ``mlflow gc``."""
+    if folder is not None and folder.resolve().is_relative_to(workspace.resolve()):
+        shutil.rmtree(folder, ignore_errors=True)

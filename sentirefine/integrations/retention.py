@@ -32,7 +32,7 @@ from pathlib import Path
 from sentirefine.config import Config
 from sentirefine.data.store import Store
 from sentirefine.faults import crash_point
-from sentirefine.integrations.model_bundle import ARTIFACT_PATH, local_dir
+from sentirefine.integrations.model_bundle import ARTIFACT_PATH, local_dir, remove_local
 from sentirefine.logs import log_event
 
 log = logging.getLogger(__name__)
@@ -168,8 +168,7 @@ def _delete_version(client, v: Version, workspace: Path) -> None:
         except Exception as exc:
             log_event(log, "logged_model_already_deleted", level=logging.DEBUG, model_id=v.model_id,
                       error=str(exc))
-    if files is not None and files.resolve().is_relative_to(workspace):
-        shutil.rmtree(files, ignore_errors=True)
+    remove_local(files, workspace)
     log_event(log, "version_removed", model=v.model, version=v.version, iteration=v.iteration)
 
 

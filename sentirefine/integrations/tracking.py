@@ -184,7 +184,8 @@ class Tracker:
         self._log_curves(run_id, training)
         self._log_artifacts(run_id, store, iteration, metrics)
         crash_point("track_before_register")
-        decisions = self._register(run_id, iteration, metrics, workspace_id, metrics.dataset_tag or "")
+        decisions = self._register(run_id, run.info.artifact_uri, iteration, metrics, workspace_id,
+                                   metrics.dataset_tag or "")
         crash_point("track_before_terminate")
         self.client.set_tag(run_id, "sentirefine.complete", "true")
         self.client.set_terminated(run_id)
@@ -268,8 +269,8 @@ class Tracker:
             self.client.log_artifact(run_id, str(audit), artifact_path="audit")
 
     # -- registry -------------------------------------------------------------------------------
-    def _register(self, run_id: str, iteration: int, metrics: IterationMetrics, workspace_id: str,
-                  dataset_rev: str) -> dict[str, Any]:
+    def _register(self, run_id: str, artifact_uri: str, iteration: int, metrics: IterationMetrics,
+                  workspace_id: str, dataset_rev: str) -> dict[str, Any]:
         """Log the iteration's model bundle once, then register the ensemble and each member that passes.
 
         Every version's source lies in the one bundle (:mod:`~sentirefine.integrations.model_bundle`):
@@ -286,7 +287,7 @@ class Tracker:
             model_bundle.check(bundle, list(spec.members))
             self.client.log_artifacts(run_id, str(bundle), model_bundle.ARTIFACT_PATH)
         crash_point("register:after_bundle")
-        source = f"{self.client.get_run(run_id).info.artifact_uri.rstrip('/')}/{model_bundle.ARTIFACT_PATH}"
+        source = f"{artifact_uri.rstrip('/')}/{model_bundle.ARTIFACT_PATH}"
         decisions: dict[str, Any] = {"ensemble": self.register_version(
             run_id, "ensemble", source, _score(metrics.evaluation.ensemble, metric), iteration, workspace_id,
             always=True, dataset_rev=dataset_rev, defer_aliases=True)}
@@ -405,15 +406,12 @@ class Tracker:
             self.client.delete_run(run.info.run_id)
 
     def _remove_local_bundle(self, artifact_uri: str) -> None:
-        """The model bundle a discarded run logged, where the artifact store is this workspace's
-        ``mlartifacts`` (a server's store keeps it until its own ``mlflow gc``)."""
-        import shutil
+        """The model bundle a discarded run logged (its ``registered/`` folder)."""
+        from sentirefine.integrations.model_bundle import ARTIFACT_PATH, local_dir, remove_local
 
-        from sentirefine.integrations.model_bundle import ARTIFACT_PATH, local_dir
-
-        local = local_dir(artifact_uri)
-        if local is not None and local.resolve().is_relative_to(self.config.workspace.resolve()):
-            shutil.rmtree(local / ARTIFACT_PATH.split("/")[0], ignore_errors=True)
+        run_artifacts = local_dir(artifact_uri)
+        if run_artifacts is not None:
+            remove_local(run_artifacts / ARTIFACT_PATH.split("/")[0], self.config.workspace)
 
 
 def _confusion_png(matrix: list[list[int]], path: Path, title: str) -> None:

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from sentirefine.data.store import Store
+from sentirefine.integrations.model_bundle import local_dir
 
 pytestmark = pytest.mark.integration
 
@@ -40,20 +41,20 @@ def _versions(ws):
     return out
 
 
-def _local(source: str):
-    from sentirefine.integrations.model_bundle import local_dir
-
-    return local_dir(source)
-
-
-def test_each_checkpoint_is_stored_once_per_iteration(tiny_corpus, tmp_path, cli):
-    """The ensemble version and a member version of one iteration share one copy of the checkpoint."""
+def _lexicon_workspace(tmp_path):
+    """A workspace of the tiny config with the lexicon as its only member, and its config file."""
     from tiny_config import TINY_CONFIG
 
     ws = tmp_path / "ws"
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({**TINY_CONFIG, "workspace": str(ws),
                                       "models": {**TINY_CONFIG["models"], "order": ["lexicon"]}}))
+    return ws, config
+
+
+def test_each_checkpoint_is_stored_once_per_iteration(tiny_corpus, tmp_path, cli):
+    """The ensemble version and a member version of one iteration share one copy of the checkpoint."""
+    ws, config = _lexicon_workspace(tmp_path)
     train, gold = tiny_corpus
     cli("-c", str(config), "import", str(train), "--gold", str(gold))
     cli("-c", str(config), "refine", "--max-iterations", "1", "--ignore-convergence")
@@ -62,8 +63,8 @@ def test_each_checkpoint_is_stored_once_per_iteration(tiny_corpus, tmp_path, cli
     member_iterations = registry["sentirefine-lexicon"][0]
     assert iterations == {0, 1} and member_iterations
     for iteration in member_iterations:
-        ensemble = _local(registry["sentirefine-ensemble"][2][iteration])
-        member = _local(registry["sentirefine-lexicon"][2][iteration])
+        ensemble = local_dir(registry["sentirefine-ensemble"][2][iteration])
+        member = local_dir(registry["sentirefine-lexicon"][2][iteration])
         assert member.parent.parent == ensemble and (member / "MLmodel").is_file()
     checkpoint_files = {p.name for p in (ws / "models" / "iter-001" / "lexicon").rglob("*") if p.is_file()}
     stored = [p for p in (ws / "mlartifacts").rglob("*") if p.is_file() and p.name in checkpoint_files]
@@ -71,12 +72,7 @@ def test_each_checkpoint_is_stored_once_per_iteration(tiny_corpus, tmp_path, cli
 
 
 def test_gc_keeps_the_served_and_the_newest_and_removes_the_rest(tiny_corpus, tmp_path, cli):
-    from tiny_config import TINY_CONFIG
-
-    ws = tmp_path / "ws"
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({**TINY_CONFIG, "workspace": str(ws),
-                                      "models": {**TINY_CONFIG["models"], "order": ["lexicon"]}}))
+    ws, config = _lexicon_workspace(tmp_path)
     train, gold = tiny_corpus
     cli("-c", str(config), "import", str(train), "--gold", str(gold), "--inject-noise", "0.2", "--noise-seed", "3")
     cli("-c", str(config), "refine", "--max-iterations", "3", "--ignore-convergence")
@@ -100,7 +96,7 @@ def test_gc_keeps_the_served_and_the_newest_and_removes_the_rest(tiny_corpus, tm
     for name, (iterations, aliased, _) in after.items():
         assert iterations == registry[name][0] & keep and aliased == registry[name][1]
         for iteration, source in registry[name][2].items():  # removed versions' artifact files are gone
-            assert (iteration in keep) == _local(source).exists()
+            assert (iteration in keep) == local_dir(source).exists()
     assert _state(ws) == before  # labels, history, iteration metrics, DVC tags: untouched
 
     # the production model still serves, the loop still continues, a removed iteration cannot be rolled back to
