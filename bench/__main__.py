@@ -74,9 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     m.set_defaults(gold_size=50_000)  # the whole NSMC test: 200k and ~480k rows in the table
     m.add_argument("--chunk-size", type=int, default=5000)
     sv = sub.add_parser("serving", help="storage before/after gc, peak RSS of `sentirefine predict` at two sizes")
-    _common(sv, 5000)
-    sv.set_defaults(members="lexicon,lstm,bilstm", gold_size=2000)
-    sv.add_argument("--max-iterations", type=int, default=2, help="iterations refined before measuring storage")
+    _common(sv, 20_000)
+    sv.add_argument("--max-iterations", type=int, default=5, help="iterations refined before measuring storage")
     sv.add_argument("--small", type=int, default=5000, help="rows of the smaller predict input (the larger: all)")
     sv.add_argument("--demo", action="store_true", help="also run `sentirefine demo` and measure its storage")
     r = sub.add_parser("report", help="render BENCHMARKS.md from the result files")
@@ -281,16 +280,22 @@ def cmd_serving(args: argparse.Namespace) -> list[Path]:
     import yaml
 
     from bench import serving
+    from bench.workspaces import Setup, merge
 
     train, gold, src = _inputs(args)
     folder = args.scratch / "serving"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
+    overrides = _overrides(args, full_stack=True, max_iterations=args.max_iterations)
+    setup = _with_checkpoint(args, Setup(train, gold, noise.rate("uniform20"), args.seed, args.scratch,
+                                         args.config, overrides))
+    # The CLI reads one YAML file: the bench's base config under the same overrides every other bench uses.
+    base = yaml.safe_load(args.config.read_text(encoding="utf-8")) if args.config else {}
     config = folder / "config.yaml"
-    config.write_text(yaml.safe_dump({"workspace": str(folder / "ws"), "models": {"order": args.members.split(",")},
-                                      "llm": {"enabled": False, "critique": False}}))
+    config.write_text(yaml.safe_dump(merge(base or {}, {**setup.overrides, "workspace": str(folder / "ws")})))
     t0 = time.perf_counter()
-    serving.cli(config, "import", str(train), "--gold", str(gold))
+    serving.cli(config, "import", str(train), "--gold", str(gold), "--inject-noise", "0.2", "--noise-seed",
+                str(args.seed))
     serving.cli(config, "refine", "--max-iterations", str(args.max_iterations), "--ignore-convergence")
     out: dict[str, Any] = {"refine_seconds": round(time.perf_counter() - t0, 1), "iterations": args.max_iterations,
                            "storage": serving.storage(folder / "ws", config)}
@@ -299,17 +304,19 @@ def cmd_serving(args: argparse.Namespace) -> list[Path]:
     out["predict"] = {str(args.small): serving.predict_rss(config, small, folder / "small.csv")}
     full = serving.predict_rss(config, src.gold, folder / "full.csv")
     out["predict"][str(full["rows"])] = full
-    out["agreement"] = serving.agreement(folder / "ws", folder / "full.csv", serving.first_texts(src.gold, 500))
-    if args.demo:
-        demo_cfg = folder / "demo.yaml"
-        demo_cfg.write_text(yaml.safe_dump({"workspace": str(folder / "demo")}))
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "sentirefine", "--quiet", "--workspace", str(folder / "demo"), "demo"],
-                       check=True, capture_output=True)
-        out["demo"] = {"seconds": round(time.perf_counter() - t0, 1),
-                       "storage": serving.storage(folder / "demo", demo_cfg)}
+    out["agreement"] = serving.agreement(folder / "ws", folder / "full.csv", serving.first_rows(src.gold, 500))
     print(f"[bench] serving: {json.dumps(out)}")
-    payload = {**_meta(args, src), "benchmark": "serving", **out}
+    if args.demo:
+        demo = folder / "demo"
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "sentirefine", "--quiet", "--workspace", str(demo), "demo"],
+                       check=True, capture_output=True)
+        demo_cfg = folder / "demo.yaml"
+        demo_cfg.write_text(yaml.safe_dump({"workspace": str(demo)}))
+        out["demo"] = {"seconds": round(time.perf_counter() - t0, 1), "storage": serving.storage(demo, demo_cfg)}
+        print(f"[bench] serving, demo: {json.dumps(out['demo'])}")
+    payload = {**_meta(args, src, overrides=overrides), "benchmark": "serving",
+               "bert_checkpoint": _checkpoint_card(setup), **out}
     shutil.rmtree(folder, ignore_errors=True)
     return [machine.save(args.results, "serving", payload)]
 

@@ -59,28 +59,39 @@ def predict_rss(config: Path, source: Path, out: Path) -> dict[str, Any]:
             "rows_per_s": round(rows / seconds, 1)}
 
 
-def agreement(workspace: Path, scores: Path, texts: list[str]) -> dict[str, Any]:
-    """Do `predict`'s answers equal the production pyfunc's on the same texts?"""
+def agreement(workspace: Path, scores: Path, rows: dict[int, str]) -> dict[str, Any]:
+    """Do `predict`'s answers equal the production pyfunc's on the same texts?
+
+    ``rows`` maps an input line number to its text; `predict`'s output names each row's line, so
+    the two are matched by line, not by position (a rejected line would shift every later row).
+    The pyfunc scores all the texts in one call, `predict` in chunks: a recurrent or BERT member
+    pads a batch to its longest text, so the two can differ in the last float32 digits.
+    """
     import mlflow
     import pandas as pd
 
     uri = f"sqlite:///{workspace / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    served = mlflow.pyfunc.load_model("models:/sentirefine-ensemble@production").predict(pd.DataFrame({"text": texts}))
+    model = mlflow.pyfunc.load_model("models:/sentirefine-ensemble@production")
+    lines = list(rows)
+    served = model.predict(pd.DataFrame({"text": [rows[n] for n in lines]}))
+    by_line = dict(zip(lines, zip(served["label"], served["probability"], strict=True), strict=True))
     with open(scores, encoding="utf-8", newline="") as handle:
-        rows = [r for _, r in zip(range(len(texts)), csv.DictReader(handle), strict=False)]
-    same = sum(int(r["label"]) == int(label) and abs(float(r["probability"]) - float(p)) < 1e-6
-               for r, label, p in zip(rows, served["label"], served["probability"], strict=True))
-    return {"rows": len(rows), "identical": int(same)}
+        scored = [r for r in csv.DictReader(handle) if int(r["line"]) in by_line]
+    deltas = [abs(float(r["probability"]) - float(by_line[int(r["line"])][1])) for r in scored]
+    labels = sum(int(r["label"]) == int(by_line[int(r["line"])][0]) for r in scored)
+    return {"rows": len(scored), "same_label": int(labels), "identical": sum(d < 1e-6 for d in deltas),
+            "max_abs_probability_diff": max(deltas, default=0.0)}
 
 
-def first_texts(path: Path, n: int) -> list[str]:
+def first_rows(path: Path, n: int) -> dict[int, str]:
+    """The first ``n`` data rows of an NSMC TSV (.gz) as {line number: text} (line 1 is the header)."""
     import gzip
 
     with gzip.open(path, "rt", encoding="utf-8") as handle:
         next(handle)
-        return [line.rstrip("\n").split("\t")[1] for _, line in zip(range(n), handle, strict=False)]
+        return {i: line.rstrip("\n").split("\t")[1] for i, line in zip(range(2, n + 2), handle, strict=False)}
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
