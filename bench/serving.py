@@ -86,12 +86,12 @@ def agreement(workspace: Path, scores: Path, rows: dict[int, str]) -> dict[str, 
 
 
 def first_rows(path: Path, n: int) -> dict[int, str]:
-    """The first ``n`` data rows of an NSMC TSV (.gz) as {line number: text} (line 1 is the header)."""
+    """The first ``n`` data rows of an NSMC TSV (.gz) as {line number: its ``document``} (line 1 is the header)."""
     import gzip
 
     with gzip.open(path, "rt", encoding="utf-8") as handle:
-        next(handle)
-        return {i: line.rstrip("\n").split("\t")[1] for i, line in zip(range(2, n + 2), handle, strict=False)}
+        column = next(handle).rstrip("\n").split("\t").index("document")
+        return {i: line.rstrip("\n").split("\t")[column] for i, line in zip(range(2, n + 2), handle, strict=False)}
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
