@@ -310,7 +310,7 @@ def cmd_serving(args: argparse.Namespace) -> list[Path]:
         demo = folder / "demo"
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "sentirefine", "--quiet", "--workspace", str(demo), "demo"],
-                       check=True, capture_output=True)
+                       check=True, capture_output=True, env=serving.own_store_env())
         demo_cfg = folder / "demo.yaml"
         demo_cfg.write_text(yaml.safe_dump({"workspace": str(demo)}))
         out["demo"] = {"seconds": round(time.perf_counter() - t0, 1), "storage": serving.storage(demo, demo_cfg)}

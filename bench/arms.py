@@ -28,6 +28,8 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
         "flagged labels flipped, members refitted", variant="flip"),
     Arm("cleanlab_remove", "cleanlab", "same flags; flagged rows removed from training, members refitted",
         variant="remove"),
+    Arm("cleanlab_iter", "cleanlab", "cleanlab iterated: flag on out-of-fold probabilities, flip, refit members, "
+        "repeat, for as many rounds as sentirefine ran iterations", variant="iter"),
     Arm("sentirefine", "loop", "sentirefine with the default config"),
     Arm("sr_insample", "loop", "ablation: every member predicts in-sample (ensemble.cross_fit: [])",
         {"ensemble": {"cross_fit": []}}),
@@ -74,7 +76,7 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
 # class-conditional noise, the case they exist for, and under uniform noise, where they should
 # stay out of the way. The costly sr_crossfit_rnn (40-50 minutes alone) runs at every noise
 # kind: what it buys depends on the noise.
-DEFAULT_ARMS = ["none", "cleanlab_flip", "cleanlab_remove", "sentirefine", "clean"]
+DEFAULT_ARMS = ["none", "cleanlab_flip", "cleanlab_remove", "sentirefine", "cleanlab_iter", "clean"]
 ABLATIONS = {"uniform20": ["sr_insample", "sr_fixed", "sr_step05", "sr_start80", "sr_nobalance", "sr_perclass",
                            "sr_crossfit_rnn"],
              "uniform40": ["sr_fixed", "sr_step05", "sr_nobalance", "sr_crossfit_rnn"],
@@ -82,8 +84,11 @@ ABLATIONS = {"uniform20": ["sr_insample", "sr_fixed", "sr_step05", "sr_start80",
 
 
 def default_arms(noise: str) -> list[str]:
-    """The default arms with this noise kind's ablations just before the ceiling arm."""
-    return DEFAULT_ARMS[:4] + ABLATIONS.get(noise, []) + DEFAULT_ARMS[4:]
+    """The default arms with this noise kind's ablations just before the ceiling arm.
+
+    ``cleanlab_iter`` runs after ``sentirefine``: it takes as many rounds as the loop ran iterations.
+    """
+    return DEFAULT_ARMS[:5] + ABLATIONS.get(noise, []) + DEFAULT_ARMS[5:]
 
 
 def parse(names: str | None, noise: str) -> list[Arm]:

@@ -104,5 +104,8 @@ def stale(result: dict[str, Any], record: dict[str, Any]) -> str:
     if config_file and not Path(config_file).is_file():
         return ""  # cannot tell without the config it ran with
     cfg = load_config(Path(config_file) if config_file else None, merge(result.get("overrides") or {}, arm.overrides))
-    diff = differences(record["settings"], settings(cfg, arm.kind))
+    current = settings(cfg, arm.kind)
+    if arm.variant == "iter":  # its rounds come from the run (the loop's iterations), not from a config
+        current["cleanlab.rounds"] = record["settings"].get("cleanlab.rounds")
+    diff = differences(record["settings"], current)
     return f"measured with {describe(diff)}" if diff else ""

@@ -59,6 +59,8 @@ class QualityRun:
     def __init__(self, setup: Setup, max_iterations: int) -> None:
         self.setup = setup
         self.max_iterations = max_iterations
+        # cleanlab_iter's rounds: the default loop's iterations once this run has measured them.
+        self.rounds = max_iterations
         self._boot: dict[str, Any] | None = None
 
     def bootstrap(self) -> dict[str, Any]:
@@ -82,7 +84,7 @@ class QualityRun:
     def run(self, arm: Arm) -> dict[str, Any]:
         start = machine.header(smoke=False, contended=False)  # date, git revision, load: taken at the start
         t0 = time.perf_counter()
-        out = getattr(self, f"_{arm.kind}")(arm)
+        out = getattr(self, f"_{arm.kind}_iter" if arm.variant == "iter" else f"_{arm.kind}")(arm)
         # Arms of one result file may be measured in different sessions: each carries its own provenance.
         out.update(arm=arm.name, kind=arm.kind, variant=arm.variant, doc=arm.doc, overrides=arm.overrides,
                    settings=self.settings(arm), wall_seconds=round(time.perf_counter() - t0, 1),
@@ -92,7 +94,8 @@ class QualityRun:
 
     def settings(self, arm: Arm) -> dict[str, Any]:
         """The config settings that decide this arm's numbers (see :mod:`bench.effective`)."""
-        return effective.settings(self.setup.config(arm.name, arm.overrides), arm.kind)
+        out = effective.settings(self.setup.config(arm.name, arm.overrides), arm.kind)
+        return {**out, "cleanlab.rounds": self.rounds} if arm.variant == "iter" else out
 
     def _none(self, arm: Arm) -> dict[str, Any]:
         boot = self.bootstrap()
@@ -111,13 +114,8 @@ class QualityRun:
         boot = self.bootstrap()
         cfg = self.setup.config(arm.name, arm.overrides)
         create(cfg, self.setup)
-        flags_file = self.setup.scratch / "cleanlab_flags.json"
         with locked(cfg), open_store(cfg) as store:
-            if flags_file.is_file():
-                flags = json.loads(flags_file.read_text(encoding="utf-8"))
-            else:
-                flags = cleanlab_arm.find_issues(cfg, store, boot["evaluation"])
-                flags_file.write_text(json.dumps(flags), encoding="utf-8")
+            flags = self._first_flags(cfg, store, boot)
             applied = cleanlab_arm.apply(store, flags["flagged_ids"], arm.variant)
             metrics = loop.bootstrap(cfg, store).to_json()
             scores = label_scores(store, removed_mode=arm.variant == "remove")
@@ -125,6 +123,52 @@ class QualityRun:
         return {"labels": scores, "gold": _gold(metrics), "iterations": 0, "converged": None,
                 "cleanlab": {**info, "flagged": len(flags["flagged_ids"]), "applied": applied},
                 "shared_bootstrap_seconds": boot["seconds"]}
+
+    def _cleanlab_iter(self, arm: Arm) -> dict[str, Any]:
+        """The anchor cleanlab's maintainers recommend: flag on out-of-fold probabilities, flip, refit, repeat.
+
+        Each round starts from a fresh workspace holding the labels as the earlier rounds left
+        them, so its members are fitted from scratch on those labels (cleanlab's refit) and their
+        gold evaluation weights the next round's ensemble, as the bootstrap's weights the first.
+        As many rounds as the default loop ran iterations in this run (else ``max_iterations``);
+        fewer when a round flags nothing. Round 1 is the one-shot ``cleanlab_flip`` (its flags are
+        reused). Finished rounds are kept beside the workspace, so an interrupted arm resumes.
+        """
+        boot = self.bootstrap()
+        cfg = self.setup.config(arm.name, arm.overrides)
+        state_file = self.setup.scratch / f"{arm.name}.rounds.json"
+        state = json.loads(state_file.read_text(encoding="utf-8")) if state_file.is_file() else {"rounds": []}
+        evaluation = state["rounds"][-1]["evaluation"] if state["rounds"] else boot["evaluation"]
+        while len(state["rounds"]) < self.rounds and (not state["rounds"] or state["rounds"][-1]["flagged"]):
+            create(cfg, self.setup)
+            with locked(cfg), open_store(cfg) as store:
+                for done in state["rounds"]:
+                    cleanlab_arm.apply(store, done["flagged_ids"], "flip")
+                flags = self._first_flags(cfg, store, boot) if not state["rounds"] else \
+                    cleanlab_arm.find_issues(cfg, store, evaluation)
+                cleanlab_arm.apply(store, flags["flagged_ids"], "flip")
+                metrics = loop.bootstrap(cfg, store).to_json()
+                evaluation = store.stage_info(0, "evaluate") or {}
+                scores = label_scores(store)
+            state["rounds"].append({**flags, "flagged": len(flags["flagged_ids"]), "evaluation": evaluation,
+                                    "labels": scores, "gold": _gold(metrics)})
+            state_file.write_text(json.dumps(state, default=float), encoding="utf-8")
+        last = state["rounds"][-1]
+        per_round = [{"round": i + 1, "flagged": r["flagged"], "label_accuracy": r["labels"]["final_label_accuracy"],
+                      "label_f1": r["labels"]["f1"], "ensemble_gold_accuracy": r["gold"]["ensemble"]["accuracy"]}
+                     for i, r in enumerate(state["rounds"])]
+        state_file.unlink()
+        return {"labels": last["labels"], "gold": last["gold"], "iterations": len(per_round), "converged": None,
+                "cleanlab": {"rounds": per_round, "folds": last["folds"]}, "shared_bootstrap_seconds": boot["seconds"]}
+
+    def _first_flags(self, cfg, store, boot: dict[str, Any]) -> dict[str, Any]:
+        """The one-shot flags on the shared bootstrap (what ``cleanlab_flip`` applies), computed once per run."""
+        flags_file = self.setup.scratch / "cleanlab_flags.json"
+        if flags_file.is_file():
+            return json.loads(flags_file.read_text(encoding="utf-8"))
+        flags = cleanlab_arm.find_issues(cfg, store, boot["evaluation"])
+        flags_file.write_text(json.dumps(flags), encoding="utf-8")
+        return flags
 
     def _loop(self, arm: Arm) -> dict[str, Any]:
         cfg = self.setup.config(arm.name, arm.overrides)
@@ -214,6 +258,8 @@ def run_all(setup: Setup, arms: list[Arm], max_iterations: int, *, keep: bool = 
     runner = QualityRun(setup, max_iterations)
     results = []
     for arm in arms:
+        if arm.name == "sentirefine" or arm.variant == "iter":
+            runner.rounds = next((r["iterations"] for r in results if r["arm"] == "sentirefine"), max_iterations)
         now = runner.settings(arm)
         earlier = reusable(arm, now, done)
         if earlier is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import time
@@ -21,14 +22,21 @@ from pathlib import Path
 from typing import Any
 
 from sentirefine.integrations.retention import tree_bytes
+from sentirefine.integrations.tracking import point_mlflow_at
 
 _RSS_WRAPPER = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc)")
 
 
+def own_store_env() -> dict[str, str]:
+    """The environment for the bench's commands: each tracks into its own workspace's store, even
+    where the caller's shell points ``$MLFLOW_TRACKING_URI`` at a server."""
+    return {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+
+
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "sentirefine", "-c", str(config), "--quiet", *args],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=own_store_env())
     if proc.returncode not in (0, 3):
         raise SystemExit(f"sentirefine {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     return proc
@@ -48,7 +56,8 @@ def predict_rss(config: Path, source: Path, out: Path) -> dict[str, Any]:
     """Peak RSS (MB) and rows/s of one `sentirefine predict` run in a fresh process."""
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", _RSS_WRAPPER, sys.executable, "-m", "sentirefine", "-c", str(config),
-                           "--quiet", "predict", str(source), "-o", str(out)], capture_output=True, text=True)
+                           "--quiet", "predict", str(source), "-o", str(out)], capture_output=True, text=True,
+                          env=own_store_env())
     seconds = time.perf_counter() - t0
     kib, rc = proc.stdout.split()[-2:]
     if int(rc) not in (0, 3):
@@ -70,9 +79,7 @@ def agreement(workspace: Path, scores: Path, rows: dict[int, str]) -> dict[str, 
     import mlflow
     import pandas as pd
 
-    uri = f"sqlite:///{workspace / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    point_mlflow_at(f"sqlite:///{workspace / 'mlflow.db'}")  # not exported: the demo run after this tracks its own
     model = mlflow.pyfunc.load_model("models:/sentirefine-ensemble@production")
     lines = list(rows)
     served = model.predict(pd.DataFrame({"text": [rows[n] for n in lines]}))

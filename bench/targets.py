@@ -27,6 +27,10 @@ def _arm(r: dict[str, Any], name: str) -> dict[str, Any] | None:
     return next((a for a in r["arms"] if a["arm"] == name), None)
 
 
+# The cleanlab anchors a target is measured against: the best of them counts.
+CLEANLAB_ARMS = ("cleanlab_flip", "cleanlab_remove", "cleanlab_iter")
+
+
 def _status(ok: bool, r: dict[str, Any] | None = None) -> str:
     if r is not None and r.get("smoke"):
         return f"not judged: smoke run ({'met' if ok else 'missed'} at that size)"
@@ -41,7 +45,7 @@ def _quality(results: list[dict[str, Any]]) -> list[Row]:
     if r is None:
         return [[n, "–", "not measured", "–"] for n in names]
     sr, none, clean = _arm(r, "sentirefine"), _arm(r, "none"), _arm(r, "clean")
-    cls = [a for a in (_arm(r, "cleanlab_flip"), _arm(r, "cleanlab_remove")) if a and a["labels"]["f1"] is not None]
+    cls = [a for a in (_arm(r, name) for name in CLEANLAB_ARMS) if a and a["labels"]["f1"] is not None]
     out: list[Row] = []
     checks: list[tuple[str, Callable[[], tuple[str, bool]] | None]] = [
         (names[0], (lambda: _f1_vs_cleanlab(sr, cls)) if sr and cls and sr["labels"]["f1"] is not None else None),

@@ -118,12 +118,11 @@ def load_scorer(config: Config, model_uri: str | None) -> tuple[Any, str]:
     """The pyfunc behind ``model_uri`` (default: the production ensemble of this workspace's registry)."""
     import mlflow
 
-    from sentirefine.integrations.tracking import tracking_uri
+    from sentirefine.integrations.tracking import point_mlflow_at, tracking_uri
 
     uri = model_uri or default_model_uri(config)
     registry = tracking_uri(config)
-    mlflow.set_tracking_uri(registry)
-    mlflow.set_registry_uri(registry)
+    point_mlflow_at(registry)
     try:
         return mlflow.pyfunc.load_model(uri), uri
     except Exception as exc:  # MlflowException, OSError: a missing alias, model or directory

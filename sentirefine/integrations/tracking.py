@@ -50,6 +50,27 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 _EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
+def point_mlflow_at(uri: str) -> None:
+    """Make ``uri`` this process's MLflow tracking and registry store, without exporting it.
+
+    ``mlflow.set_tracking_uri`` also writes ``$MLFLOW_TRACKING_URI`` into the environment, and
+    :func:`tracking_uri` reads that variable as the user's choice of store: a process that opened
+    one workspace and then another (a benchmark, a notebook, a scheduler), and every command it
+    starts, would track into the *first* workspace's store. The user's own setting (or its
+    absence) is put back; MLflow keeps the URI in its module state for this process.
+    """
+    import mlflow
+
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def tracking_uri(config: Config) -> str:
     if config.tracking.uri:
         return config.tracking.uri
@@ -89,8 +110,7 @@ class Tracker:
 
         self.mlflow = mlflow
         self.uri = tracking_uri(config)
-        mlflow.set_tracking_uri(self.uri)
-        mlflow.set_registry_uri(self.uri)
+        point_mlflow_at(self.uri)
         self.client = mlflow.MlflowClient(self.uri, self.uri)
         self.experiment_id = self._experiment()
 

@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-ARMS = ["none", "cleanlab_flip", "sentirefine", "clean"]
+ARMS = ["none", "cleanlab_flip", "cleanlab_iter", "sentirefine", "clean"]  # as the tables order them
+RUN_ORDER = ["none", "cleanlab_flip", "sentirefine", "cleanlab_iter", "clean"]  # cleanlab_iter after the loop
 SIZE = 300
 
 pytestmark = pytest.mark.integration
@@ -46,7 +47,7 @@ def smoke_run(tmp_path_factory) -> tuple[dict, Path]:
     config = root / "smoke.yaml"
     config.write_text(yaml.safe_dump(SMOKE))
     _bench("quality", "--data", "demo", "--size", str(SIZE), "--gold-size", "100", "--members", "lexicon,lstm",
-           "--noise", "uniform20", "--arms", ",".join(ARMS), "--max-iterations", "1", "--config", str(config),
+           "--noise", "uniform20", "--arms", ",".join(RUN_ORDER), "--max-iterations", "1", "--config", str(config),
            "--scratch", str(root / "scratch"), "--results", str(root / "results"))
     result = json.loads((root / "results" / f"quality-uniform20-{SIZE}-smoke.json").read_text(encoding="utf-8"))
     return result, root
@@ -87,6 +88,12 @@ def test_arms_share_the_same_noise_and_do_what_they_claim(smoke_run):
     assert arms["clean"]["labels"]["injected_errors"] == 0 and arms["clean"]["labels"]["final_label_accuracy"] == 1.0
     assert arms["cleanlab_flip"]["cleanlab"]["flagged"] == arms["cleanlab_flip"]["labels"]["detected"]
     assert arms["sentirefine"]["iterations"] == 1
+    # cleanlab_iter runs as many rounds as the loop ran iterations; its first round is the one-shot flip.
+    rounds = arms["cleanlab_iter"]["cleanlab"]["rounds"]
+    assert arms["cleanlab_iter"]["iterations"] == len(rounds) == 1
+    assert rounds[0]["flagged"] == arms["cleanlab_flip"]["cleanlab"]["flagged"]
+    assert arms["cleanlab_iter"]["labels"] == arms["cleanlab_flip"]["labels"]
+    assert arms["cleanlab_iter"]["settings"]["cleanlab.rounds"] == 1
     assert [it["iteration"] for it in arms["sentirefine"]["per_iteration"]] == [0, 1]
 
 

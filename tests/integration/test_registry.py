@@ -59,3 +59,24 @@ def test_worse_version_is_not_promoted_better_one_is(tmp_path):
     # members that fail the gate are not registered at all (always=False)
     skipped = tracker.register_version(run_id, "lexicon", source, 0.5, 3, "ws-test", always=False)
     assert skipped == {"registered": False, "reason": "0.5000 < production 0.8500 - tolerance 0.0"}
+
+
+def test_a_second_workspace_in_the_same_process_tracks_into_its_own_store(tmp_path, monkeypatch):
+    """mlflow.set_tracking_uri exports $MLFLOW_TRACKING_URI, which tracking_uri reads as the user's
+    choice: without care, workspace B (and every command this process starts) would track into A's store."""
+    import os
+
+    from sentirefine.integrations.tracking import tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first, second = (load_config(overrides={"workspace": str(tmp_path / n)}) for n in ("a", "b"))
+    Tracker(first)
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert tracking_uri(second) == f"sqlite:///{(tmp_path / 'b' / 'mlflow.db').resolve()}"
+    tracker = Tracker(second)
+    assert tracker.uri == mlflow.get_tracking_uri() == mlflow.get_registry_uri() == tracking_uri(second)
+    assert tracker.client.get_experiment_by_name(second.tracking.experiment) is not None
+    # A user's own setting is kept as it was.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'server.db'}")
+    Tracker(second)
+    assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path / 'server.db'}"
