@@ -108,4 +108,30 @@ def stale(result: dict[str, Any], record: dict[str, Any]) -> str:
     if arm.variant == "iter":  # its rounds come from the run (the loop's iterations), not from a config
         current["cleanlab.rounds"] = record["settings"].get("cleanlab.rounds")
     diff = differences(record["settings"], current)
+    if _guard_would_not_trip(record, diff.get("refine.max_balance_shift")):
+        del diff["refine.max_balance_shift"]
     return f"measured with {describe(diff)}" if diff else ""
+
+
+def _guard_would_not_trip(record: dict[str, Any], change: tuple[Any, Any] | None) -> bool:
+    """Whether a record measured without the balance guard (issue 25) is what the guard would give.
+
+    The guard never changes a label: it only stops a correct stage that would move the train labels'
+    positive share by more than ``max_balance_shift``. If no iteration of the record moved it that
+    far (net corrections to one class over the train rows; all corrections where the record lacks
+    the split), the guard would not have stopped it.
+    """
+    if change is None or change[0] is not None or change[1] is None:
+        return False
+    rows = (record.get("labels") or {}).get("rows")
+    iterations = record.get("per_iteration")
+    if not rows or iterations is None:
+        return False
+    return all(_net_shift(it) / rows <= change[1] for it in iterations)
+
+
+def _net_shift(iteration: dict[str, Any]) -> int:
+    """Net corrections towards one class in an iteration; older records have only the total, a bound on it."""
+    if "corrected_to" in iteration:
+        return abs(iteration["corrected_to"][1] - iteration["corrected_to"][0])
+    return iteration.get("corrected") or 0

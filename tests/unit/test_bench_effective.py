@@ -99,3 +99,19 @@ def test_a_record_of_an_arm_no_longer_defined_is_shelved_not_shown(tmp_path):
     saved = json.loads(_save_quality(tmp_path, "quality-uniform20-10", meta, [gone], [new]).read_text("utf-8"))
     assert [a["arm"] for a in saved["arms"]] == ["sentirefine"]
     assert [a["arm"] for a in saved["shelved"]] == ["sr_retired"]  # kept: a later arm may reuse it
+
+
+def test_a_record_measured_without_the_balance_guard_is_stale_only_if_the_guard_could_have_stopped_it():
+    """The guard only stops a stage moving the balance by more than max_balance_shift; it never changes labels."""
+    unguarded = _settings(refine={"max_balance_shift": None})
+    result = {"overrides": {}}
+
+    def record(*per_iteration: dict) -> dict:
+        return {**_record("sentirefine", unguarded), "labels": {"rows": 1000}, "per_iteration": list(per_iteration)}
+
+    assert effective.stale(result, record({"corrected_to": [0, 0]}, {"corrected_to": [90, 150]})) == ""
+    assert effective.stale(result, record({"corrected": 150})) == ""  # older records: the total bounds the net shift
+    assert "max_balance_shift" in effective.stale(result, record({"corrected_to": [0, 151]}))
+    assert "max_balance_shift" in effective.stale(result, record({"corrected": 151}))
+    no_iterations = {**_record("sentirefine", unguarded), "labels": {"rows": 1000}}
+    assert "max_balance_shift" in effective.stale(result, no_iterations)  # nothing to tell from: stale

@@ -78,7 +78,8 @@ def test_default_arms_put_each_noise_kinds_ablations_before_the_ceiling() -> Non
     from bench import arms
 
     assert arms.default_arms("uniform40") == ["none", "cleanlab_flip", "cleanlab_remove", "sentirefine",
-                                              "cleanlab_iter", "sr_fixed", "sr_step05", "sr_nobalance", "sr_crossfit_rnn", "clean"]
+                                              "cleanlab_iter", "sr_fixed", "sr_step05", "sr_nobalance",
+                                              "sr_crossfit_rnn", "clean"]
     assert arms.default_arms("unknown") == arms.DEFAULT_ARMS
     assert all(arms.ARMS[n].kind == "loop" and arms.ARMS[n].overrides for ab in arms.ABLATIONS.values() for n in ab)
 
