@@ -258,7 +258,7 @@ def run_all(setup: Setup, arms: list[Arm], max_iterations: int, *, keep: bool = 
     runner = QualityRun(setup, max_iterations)
     results = []
     for arm in arms:
-        if arm.name == "sentirefine" or arm.variant == "iter":
+        if arm.variant == "iter":
             runner.rounds = next((r["iterations"] for r in results if r["arm"] == "sentirefine"), max_iterations)
         now = runner.settings(arm)
         earlier = reusable(arm, now, done)
