@@ -304,7 +304,7 @@ def cmd_serving(args: argparse.Namespace) -> list[Path]:
     out["predict"] = {str(args.small): serving.predict_rss(config, small, folder / "small.csv")}
     full = serving.predict_rss(config, src.gold, folder / "full.csv")
     out["predict"][str(full["rows"])] = full
-    out["agreement"] = serving.agreement(folder / "ws", folder / "full.csv", serving.first_rows(src.gold, 500))
+    out["agreement"] = serving.agreement(config, folder / "full.csv", serving.first_rows(src.gold, 500))
     print(f"[bench] serving: {json.dumps(out)}")
     if args.demo:
         demo = folder / "demo"

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from sentirefine.integrations.retention import tree_bytes
-from sentirefine.integrations.tracking import point_mlflow_at
 
 _RSS_WRAPPER = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc)")
@@ -68,19 +67,22 @@ def predict_rss(config: Path, source: Path, out: Path) -> dict[str, Any]:
             "rows_per_s": round(rows / seconds, 1)}
 
 
-def agreement(workspace: Path, scores: Path, rows: dict[int, str]) -> dict[str, Any]:
+def agreement(config: Path, scores: Path, rows: dict[int, str]) -> dict[str, Any]:
     """Do `predict`'s answers equal the production pyfunc's on the same texts?
 
+    The pyfunc is loaded as `predict` loads it (:func:`batch_predict.load_scorer` on the same config
+    file), so the two name the same registry and model whatever the config says.
     ``rows`` maps an input line number to its text; `predict`'s output names each row's line, so
     the two are matched by line, not by position (a rejected line would shift every later row).
     The pyfunc scores all the texts in one call, `predict` in chunks: a recurrent or BERT member
     pads a batch to its longest text, so the two can differ in the last float32 digits.
     """
-    import mlflow
     import pandas as pd
 
-    point_mlflow_at(f"sqlite:///{workspace / 'mlflow.db'}")  # not exported: the demo run after this tracks its own
-    model = mlflow.pyfunc.load_model("models:/sentirefine-ensemble@production")
+    from sentirefine.config import load_config
+    from sentirefine.integrations.batch_predict import load_scorer
+
+    model, _ = load_scorer(load_config(config), None)  # point_mlflow_at: nothing exported to the next command
     lines = list(rows)
     served = model.predict(pd.DataFrame({"text": [rows[n] for n in lines]}))
     by_line = dict(zip(lines, zip(served["label"], served["probability"], strict=True), strict=True))

@@ -185,3 +185,16 @@ def test_predict_strict_stops_at_the_first_bad_row_and_keeps_the_old_output(work
     missing = _batch(workspace, str(bad), "--model-uri", "models:/no-such-model@production")
     assert missing.returncode == 5 and "cannot load model models:/no-such-model@production" in missing.stderr
     assert "hint:" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_the_serving_bench_compares_predict_with_the_model_predict_loads(workspace, tmp_path):
+    """bench serving's agreement check reads the registry and model from the config, as `predict` does."""
+    from bench import serving
+
+    out = tmp_path / "scores.csv"
+    assert _batch(workspace, str(workspace["texts"]), "-o", str(out)).returncode == 0
+    before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    result = serving.agreement(workspace["config"], out, {line: t for line, t in enumerate(TEXTS, start=2)})
+    assert result["rows"] == result["same_label"] == len(TEXTS)
+    assert result["max_abs_probability_diff"] < 1e-6
+    assert {k: os.environ.get(k) for k in before} == before  # nothing exported to the commands after it
