@@ -63,8 +63,8 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
     # budget rule (the candidate default) and, for the rule's share, with the threshold rule.
     *[Arm(f"sr_folds{k}", "loop", f"ablation: {k} fold models per member (ensemble.folds: {k}) and the budget rule",
           {"refine": {"rule": "budget"}, "ensemble": {"folds": k}},
-          kept_because="with fold models the confident joint counts their own mistakes as wrong labels: at 20k "
-          "rows it changes 12.9% of clean labels and ends with cleanlab's label accuracy (bench/NOTES.md)")
+          kept_because="with fold models the confident joint counts their own mistakes as wrong labels: with k = 2 "
+          "at 20k rows it changes 12.9% of clean labels and ends with cleanlab's label accuracy (bench/NOTES.md)")
       for k in (2, 3, 5)],
     Arm("sr_folds2_threshold", "loop", "ablation: 2 fold models per member with the threshold rule",
         {"ensemble": {"folds": 2}}),
