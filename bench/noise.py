@@ -51,7 +51,7 @@ def ambiguous_rates(train: Path, *, mean: float = AMBIGUOUS_MEAN, cap: float = A
                     seed: int = 0, folds: int = 5) -> RowNoise:
     """Per-row flip probabilities of a bench train file (``id, document, label`` TSV, header line)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
 
     with open(train, encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
@@ -60,9 +60,19 @@ def ambiguous_rates(train: Path, *, mean: float = AMBIGUOUS_MEAN, cap: float = A
                                max_features=200_000).fit_transform([r["document"] for r in rows])
     fold = np.random.default_rng(seed).permutation(len(rows)) % folds
     wrong = np.empty(len(rows))
+    # One BLAS thread: lbfgs on sparse features gains nothing from more, and on a busy machine
+    # (a benchmark beside it) oversubscribed threads made these fits 25x slower.
+    with threadpool_limits(1):
+        _fit_reader(features, labels, fold, folds, wrong)
+    flip = np.minimum(cap, mean * wrong / max(wrong.mean(), 1e-12))
+    return RowNoise(dict(zip(ids, flip.tolist(), strict=True)))
+
+
+def _fit_reader(features, labels: np.ndarray, fold: np.ndarray, folds: int, wrong: np.ndarray) -> None:
+    """Fill ``wrong`` with each row's out-of-fold P(the class it is not labelled)."""
+    from sklearn.linear_model import LogisticRegression
+
     for k in range(folds):
         held = fold == k
         reader = LogisticRegression(C=2.0, max_iter=300).fit(features[~held], labels[~held])
         wrong[held] = reader.predict_proba(features[held])[np.arange(held.sum()), 1 - labels[held]]
-    flip = np.minimum(cap, mean * wrong / max(wrong.mean(), 1e-12))
-    return RowNoise(dict(zip(ids, flip.tolist(), strict=True)))
