@@ -21,7 +21,7 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -291,6 +291,18 @@ class EnsembleConfig(_Section):
         "auto", description="Processes that fit fold models side by side (workers x threads <= cores); 'auto' = "
         "min(folds, cores); 1 = one after another in the command's own process.",
     )
+    fold_update_share: Annotated[float, Field(gt=0, le=1)] | Literal["auto"] = Field(
+        "auto", description="Share of its training rows a fold model's per-iteration update trains on (a seeded "
+        "sample, new each iteration; members whose update blends counts, the lexicon, always take every row). "
+        "'auto' = 1/(folds-1): a fold set's update then trains on about as many rows as one model's update on "
+        "every row, whatever k (k fold models see (k-1)/k of the rows each); 1 = every row.",
+    )
+
+    def update_share(self) -> float:
+        """The share of a fold model's rows its update trains on (``fold_update_share`` resolved)."""
+        if self.fold_update_share == "auto":
+            return min(1.0, 1.0 / max(1, self.folds - 1))
+        return self.fold_update_share
 
 
 class ThresholdSchedule(_Section):

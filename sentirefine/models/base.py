@@ -41,6 +41,10 @@ class SentimentModel(ABC):
     """Binary sentiment classifier with the fit / update / predict_proba / save / load contract."""
 
     kind: ClassVar[str]
+    # Whether ``update`` may be given a sample of the rows (a fold set's per-iteration cost,
+    # ``ensemble.fold_update_share``): true for gradient updates, which continue from the
+    # weights; false where an update re-weighs what it is given against the old state.
+    updates_on_a_sample: ClassVar[bool] = True
 
     def __init__(self, name: str, params: BaseModel, *, device: str = "cpu", seed: int = 13) -> None:
         """Keep the settings; learned state is set by ``fit`` or ``_load_state``."""

@@ -59,6 +59,21 @@ def out_of_fold_rows(texts: Sequence[str], labels: np.ndarray, assignment: np.nd
     return [texts[i] for i in keep], labels[keep]
 
 
+def update_sample(texts: Sequence[str], labels: np.ndarray, share: float,
+                  seed: Sequence[int]) -> tuple[list[str], np.ndarray]:
+    """A seeded ``share`` of a fold model's rows for one update (every row when ``share`` >= 1).
+
+    ``seed`` (the models' seed, the iteration, the fold) draws another sample each iteration and
+    the same one when a killed update is redone, so a resumed run trains exactly as an
+    uninterrupted one. The rows keep their order.
+    """
+    if share >= 1.0 or len(texts) < 2:
+        return list(texts), labels
+    size = max(2, round(share * len(texts)))
+    keep = np.sort(np.random.default_rng(list(seed)).choice(len(texts), size=size, replace=False))
+    return [texts[i] for i in keep], labels[keep]
+
+
 class FoldSet(SentimentModel):
     """``k`` models of one member, behind the member contract.
 

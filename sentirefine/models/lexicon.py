@@ -112,6 +112,9 @@ class LexiconModel(SentimentModel):
     """Word Sentiment: calibrated sum of smoothed log-odds of the text's n-grams."""
 
     kind = "lexicon"
+    # The update blends the old counts with counts on the rows given: a sample would be weighed
+    # as if it were the corpus. Counting every row is cheap anyway.
+    updates_on_a_sample = False
     params: LexiconConfig
 
     def __init__(self, name: str, params: LexiconConfig, *, device: str = "cpu", seed: int = 13) -> None:

@@ -28,7 +28,8 @@ from sentirefine.faults import crash_point
 from sentirefine.logs import stage_log
 from sentirefine.models import SentimentModel, build_model, load_model
 from sentirefine.models.batching import release_memory, resolve_device
-from sentirefine.models.folds import FoldSet, fold_dir, fold_of, out_of_fold_rows
+from sentirefine.models.folds import FoldSet, fold_dir, fold_of, out_of_fold_rows, update_sample
+from sentirefine.models.registry import member_classes
 
 log = logging.getLogger(__name__)
 
@@ -69,22 +70,28 @@ class FoldOutcome:
     seconds: float
     change_rate: float | None
     history: list[dict[str, Any]]
+    rows: int  # trained on: the rows outside the fold, or an update's sample of them
 
     def to_info(self) -> dict[str, Any]:
-        return {"fold": self.fold, "seconds": self.seconds, "change_rate": self.change_rate, "history": self.history}
+        return {"fold": self.fold, "seconds": self.seconds, "change_rate": self.change_rate, "history": self.history,
+                "rows": self.rows}
 
 
 def fit_fold(job: FoldJob) -> FoldOutcome:
     """One fold model: train on the rows outside its fold, save it atomically (runs in a job worker)."""
     stage = f"train:{job.name}:fold-{job.fold}"
     texts, labels = out_of_fold_rows(job.texts, job.labels, job.assignment, job.fold)
+    if job.previous is not None and member_classes()[job.name].updates_on_a_sample:
+        texts, labels = update_sample(texts, labels, job.config.ensemble.update_share(),
+                                      (job.config.models.seed, job.iteration, job.fold))
     with stage_log(log, stage, iteration=job.iteration, rows=len(texts)):
         started = time.perf_counter()
         model, change = train_one(job.config, job.name, job.previous, job.device, texts, labels, fold=job.fold)
         crash_point(f"{stage}_before_save")
         model.save(job.out)
         crash_point(f"{stage}_after_save")
-        outcome = FoldOutcome(job.fold, round(time.perf_counter() - started, 2), change, model.history_[-5:])
+        outcome = FoldOutcome(job.fold, round(time.perf_counter() - started, 2), change, model.history_[-5:],
+                              len(texts))
     del model
     release_memory()
     return outcome
@@ -113,7 +120,7 @@ def train_fold_set(config: Config, store: Store, name: str, iteration: int, memb
     history = [{"fold": o["fold"], **h} for o in outcomes for h in o.get("history", [])]
     FoldSet.seal(out, name, folds, config.models.seed, history)
     rates = [o.get("change_rate") for o in outcomes]
-    return {"fold_seconds": [o.get("seconds") for o in outcomes],
+    return {"fold_seconds": [o.get("seconds") for o in outcomes], "fold_rows": [o.get("rows") for o in outcomes],
             "change_rate": None if None in rates else float(np.mean(rates)),
             "mode": "fit" if previous is None else "update", "folds": folds, "history": history[-5:]}
 

@@ -125,3 +125,43 @@ def test_a_killed_job_worker_stops_the_command_with_a_resumable_error():
     with JobRunner(2) as runner, pytest.raises(TrainingError, match="worker process died") as caught:
         list(runner.run(_die, [1, 2]))
     assert "run the same command again" in caught.value.hint
+
+
+def test_a_fold_update_trains_on_a_seeded_sample_and_the_lexicon_on_every_row(tmp_path):
+    """``fold_update_share`` 'auto' with k = 3: an update sees half of its fold model's rows (a new
+    half each iteration, the same half when redone); a fit, and the lexicon's blending update, all."""
+    from sentirefine.pipeline.train_folds import FoldJob, fit_fold
+
+    texts, labels = corpus(300, seed=4)
+    config = load_config(overrides={
+        "workspace": str(tmp_path), "ensemble": {"folds": 3},
+        "models": {"lexicon": {"min_count": 1, "tokenizer": "regex"},
+                   "lstm": {"tokenizer": "regex", "embedding_dim": 8, "hidden_dim": 8, "epochs": 1, "max_len": 8,
+                            "vocab_size": 200}}})
+    assignment = fold_of(texts, 3)
+    outside = int((assignment != 0).sum())
+
+    def job(name: str, iteration: int, previous: Path | None, out: str) -> FoldJob:
+        return FoldJob(config, name, 0, assignment, previous, tmp_path / out, "cpu", iteration, texts, labels)
+
+    for name in ("lstm", "lexicon"):
+        assert fit_fold(job(name, 0, None, f"{name}-0")).rows == outside
+    first = fit_fold(job("lstm", 1, tmp_path / "lstm-0", "lstm-1"))
+    assert first.rows == round(outside / 2)
+    assert fit_fold(job("lexicon", 1, tmp_path / "lexicon-0", "lexicon-1")).rows == outside
+    # redone (a kill before the save): the same sample, so the same weights
+    again = fit_fold(job("lstm", 1, tmp_path / "lstm-0", "lstm-1b"))
+    assert (tmp_path / "lstm-1" / "weights.pt").read_bytes() == (tmp_path / "lstm-1b" / "weights.pt").read_bytes()
+    assert again.rows == first.rows
+
+
+def test_an_update_sample_is_new_each_iteration_and_keeps_row_order():
+    from sentirefine.models.folds import update_sample
+
+    texts, labels = [f"t{i}" for i in range(100)], np.arange(100) % 2
+    one, one_labels = update_sample(texts, labels, 0.25, (13, 1, 0))
+    assert len(one) == 25 and one == sorted(one, key=lambda t: int(t[1:]))
+    assert [int(t[1:]) % 2 for t in one] == one_labels.tolist()
+    assert update_sample(texts, labels, 0.25, (13, 1, 0))[0] == one
+    assert update_sample(texts, labels, 0.25, (13, 2, 0))[0] != one
+    assert update_sample(texts, labels, 1.0, (13, 1, 0))[0] == texts
