@@ -55,6 +55,8 @@ def settings(cfg: Config, kind: str) -> dict[str, Any]:
     for section in SECTIONS[kind]:
         out.update((k, v) for k, v in _leaves(getattr(cfg, section), f"{section}.") if k not in OPERATIONAL)
     out.update((k, v) for k, v in _leaves(cfg.refine, "refine.") if k in EVERY_ARM)
+    # resolved: 'auto' is 1 (every row, the code before the setting) up to two folds, less above
+    out["ensemble.fold_update_share"] = cfg.ensemble.update_share()
     return out
 
 
@@ -63,7 +65,7 @@ def settings(cfg: Config, kind: str) -> dict[str, Any]:
 # The budget rule's keys (issue 27) change nothing under the threshold rule every older record ran.
 ADDED_LATER: dict[str, Any] = {"refine.threshold.balance_offset": 0.0, "refine.rule": "threshold",
                                "refine.budget.share": 0.8, "refine.budget.floor": 0.0, "ensemble.folds": 1,
-                               "refine.budget.estimator": "confident_joint"}
+                               "refine.budget.estimator": "confident_joint", "ensemble.fold_update_share": 1.0}
 
 
 def differences(recorded: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:

@@ -44,6 +44,17 @@ def test_a_setting_added_later_counts_as_its_old_value_in_older_records():
     assert effective.differences(_settings("none"), _settings("none")) == {}  # not filled where it never applies
 
 
+def test_the_fold_update_share_is_recorded_resolved_so_only_records_it_changes_go_stale():
+    """'auto' trains on every row up to k = 2 (what records before the setting did), on half at k = 3."""
+    def without_share(settings: dict) -> dict:
+        return {k: v for k, v in settings.items() if k != "ensemble.fold_update_share"}
+
+    two, three = _settings(ensemble={"folds": 2}), _settings(ensemble={"folds": 3})
+    assert two["ensemble.fold_update_share"] == 1.0 and three["ensemble.fold_update_share"] == 0.5
+    assert effective.same(without_share(two), two)
+    assert effective.differences(without_share(three), three) == {"ensemble.fold_update_share": (1.0, 0.5)}
+
+
 def test_a_record_is_reused_only_while_its_settings_match():
     now = _settings()
     assert reusable(ARMS["sentirefine"], now, [_record("sentirefine", now)])["arm"] == "sentirefine"
