@@ -255,8 +255,10 @@ class EnsembleConfig(_Section):
     start_method: Literal["spawn", "forkserver", "fork"] = Field(
         "spawn", description="spawn is safe after torch has started its thread pools in the parent."
     )
-    weights: Literal["equal", "accuracy", "log_loss"] = Field(
-        "accuracy", description="Per-model weights from gold performance of the predicting models."
+    weights: Literal["equal", "accuracy", "log_loss", "stacked"] = Field(
+        "accuracy", description="Per-model weights from gold performance of the predicting models: each member "
+        "alone (equal, accuracy, log_loss) or stacked: the weights that minimise the gold log loss of the vote "
+        "itself, so members that err alike share a weight.",
     )
     calibrate: bool = Field(
         True, description="Temperature-scale each member on the gold split before voting (one scalar each)."

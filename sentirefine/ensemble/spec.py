@@ -25,11 +25,18 @@ import numpy as np
 
 from sentirefine.config import Config, EnsembleConfig
 from sentirefine.data.workspace import iteration_dir
-from sentirefine.ensemble.combine import EnsembleOutput, apply_temperature, combine, fit_temperature, member_weights
+from sentirefine.ensemble.combine import (
+    EnsembleOutput,
+    apply_temperature,
+    combine,
+    fit_temperature,
+    member_weights,
+    stacked_weights,
+)
 from sentirefine.ensemble.metrics import classification_metrics
 
 FORMAT = 2
-WEIGHT_RULES = ("equal", "accuracy", "log_loss")
+WEIGHT_RULES = ("equal", "accuracy", "log_loss", "stacked")
 CONFIDENCE_RULES = ("probability", "agreement")
 
 
@@ -64,7 +71,7 @@ class EnsembleSpec:
     @classmethod
     def fit(cls, members: Sequence[str], member_p: np.ndarray, labels: np.ndarray, settings: EnsembleConfig,
             iteration: int | None = None) -> EnsembleSpec:
-        """Temperatures, then weights from the calibrated gold metrics (rule ``settings.weights``).
+        """Temperatures, then weights from the calibrated gold predictions (rule ``settings.weights``).
 
         ``member_p`` (n, m) are the raw gold-split P(positive) of ``members``; weights are derived
         from the calibrated probabilities because those are what the vote combines.
@@ -72,8 +79,11 @@ class EnsembleSpec:
         temperatures = [fit_temperature(member_p[:, i], labels) if settings.calibrate else 1.0
                         for i in range(len(members))]
         probs = apply_temperature(member_p, temperatures)
-        calibrated = {n: classification_metrics(labels, probs[:, i]) for i, n in enumerate(members)}
-        weights = member_weights(calibrated, members, settings.weights)
+        if settings.weights == "stacked":
+            weights = stacked_weights(probs, labels)
+        else:
+            calibrated = {n: classification_metrics(labels, probs[:, i]) for i, n in enumerate(members)}
+            weights = member_weights(calibrated, members, settings.weights)
         return cls(tuple(members), tuple(float(w) for w in weights), tuple(float(t) for t in temperatures),
                    settings.weights, settings.confidence, settings.agreement_gamma, iteration)
 

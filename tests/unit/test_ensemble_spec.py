@@ -183,3 +183,41 @@ def test_served_model_reads_a_format_1_artifact(tmp_path: Path, monkeypatch: pyt
     assert got["label"].tolist() == want.predicted.tolist()
     assert np.array_equal(got["probability"].to_numpy(), want.p_positive)
     assert np.array_equal(got["confidence"].to_numpy(), want.confidence)
+
+
+def _log_loss(p: np.ndarray, labels: np.ndarray) -> float:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+
+
+def test_stacked_weights_give_a_twin_one_share_and_the_vote_the_least_gold_loss() -> None:
+    """Two copies of one mediocre member and one good member: per-member rules let the copies
+    outvote it (2 of 3 by accuracy); stacking gives the pair about one member's share, and no
+    mix of the weights nearby has a lower loss than the one it found."""
+    from sentirefine.ensemble.combine import stacked_weights
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 4000)
+    sign = 2 * labels - 1
+    good = 1 / (1 + np.exp(-(1.5 * sign + rng.normal(0, 1.0, labels.size))))
+    mediocre = 1 / (1 + np.exp(-(1.0 * sign + rng.normal(0, 1.5, labels.size))))
+    probs = np.column_stack([good, mediocre, mediocre])
+    w = stacked_weights(probs, labels)
+    assert w.min() >= 0 and w.sum() == pytest.approx(1.0)
+    assert w[0] > 0.6 and w[1] == pytest.approx(w[2])  # the twins split one share
+    accuracy = member_weights({n: classification_metrics(labels, probs[:, i]) for i, n in enumerate("abc")},
+                              list("abc"), "accuracy")
+    assert accuracy[0] < 0.5  # the rule it replaces: the twins outvote the good member
+    best = _log_loss(probs @ w, labels)
+    for step in rng.normal(0, 0.05, (50, 3)):
+        other = np.clip(w + step, 0, None)
+        assert _log_loss(probs @ (other / other.sum()), labels) >= best - 1e-6
+
+
+def test_a_stacked_spec_round_trips_and_votes_with_its_weights(tmp_path) -> None:
+    raw, labels = _member_p(np.random.default_rng(11))
+    spec = EnsembleSpec.fit(list(NAMES), raw, labels, EnsembleConfig(weights="stacked"), iteration=1)
+    assert spec.weight_rule == "stacked" and spec.weights[0] == max(spec.weights)  # the least noisy member
+    again = EnsembleSpec.from_json(spec.to_json())
+    assert again == spec
+    _assert_same(again.combine(raw), spec.combine(raw))
