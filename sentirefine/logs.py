@@ -106,10 +106,14 @@ def configure_logging(fmt: str = "json", level: str = "INFO", log_file: str | os
         old.close()
     root.handlers[:] = handlers
     root.setLevel(min(logging.getLevelName(level), logging.getLevelName(console_level or level)))
-    # MLflow imported before this (a test, a notebook) installed its own stderr handler: route it through ours.
-    mlflow_log = logging.getLogger("mlflow")
-    mlflow_log.handlers.clear()
-    mlflow_log.propagate = True
+    # MLflow imported before this (a test, a notebook) installed its own stderr handler, and DVC
+    # does once a Repo has been used: route both through ours. DVC's handler keeps the stream
+    # it found, so in a later call (a second command in one process) it would write to a closed
+    # one and raise instead of logging.
+    for library in ("mlflow", "dvc"):
+        library_log = logging.getLogger(library)
+        library_log.handlers.clear()
+        library_log.propagate = True
     # Third-party chatter stays at WARNING unless asked for.
     for noisy in ("urllib3", "filelock", "httpx", "transformers", "mlflow", "alembic", "git", "dvc", "scmrepo",
                   "google_genai"):

@@ -78,3 +78,18 @@ def test_the_log_file_is_opened_only_once_the_workspace_exists(tmp_path):
     (tmp_path / "ws").mkdir()
     assert cfg.log_file == tmp_path / "ws" / "logs" / "sentirefine.jsonl"
     assert load_config(overrides={"workspace": str(tmp_path / "ws"), "logging": {"file": None}}).log_file is None
+
+
+def test_a_library_handler_left_on_a_closed_stream_is_replaced_by_ours(tmp_path, capsys):
+    """DVC keeps the stream its handler found; a second command in one process (a test run, a
+    notebook) must not die logging to the first one's closed stderr."""
+    import io
+
+    closed = io.StringIO()
+    stale = logging.StreamHandler(closed)
+    logging.getLogger("dvc").addHandler(stale)
+    closed.close()
+    configure_logging("text", "INFO", tmp_path / "run.jsonl")
+    logging.getLogger("dvc").error("a library's error after the first command")
+    assert "a library's error after the first command" in capsys.readouterr().err
+    assert stale not in logging.getLogger("dvc").handlers
