@@ -76,6 +76,13 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
     *[Arm(f"sr_folds{k}_gold", "loop", f"ablation: {k} fold models per member and the budget rule counting "
           "wrong labels against the gold confusion (refine.budget.estimator: gold)",
           {"refine": {"rule": "budget", "budget": {"estimator": "gold"}}, "ensemble": {"folds": k}}) for k in (2, 3)],
+    # The stacked weight rule (bench.ranking_probe --restack: the lexicon's share 0.28 -> 0.71 on
+    # fold models, a better iteration-1 ranking), on today's members and on five fold models.
+    Arm("sr_stacked", "loop", "ablation: stacked weights (ensemble.weights: stacked, default accuracy)",
+        {"ensemble": {"weights": "stacked"}}),
+    Arm("sr_folds5_stacked", "loop", "ablation: 5 fold models per member, stacked weights, the budget rule at "
+        "share 0.4", {"refine": {"rule": "budget", "budget": {"share": 0.4}},
+                      "ensemble": {"folds": 5, "weights": "stacked"}}),
     Arm("clean", "clean", "members trained on the true labels (ceiling)"),
 ]}
 
