@@ -76,7 +76,7 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
     *[Arm(f"sr_folds{k}_gold", "loop", f"ablation: {k} fold models per member and the budget rule counting "
           "wrong labels against the gold confusion (refine.budget.estimator: gold)",
           {"refine": {"rule": "budget", "budget": {"estimator": "gold"}}, "ensemble": {"folds": k}}) for k in (2, 3)],
-    # The stacked weight rule (bench.ranking_probe --restack: the lexicon's share 0.28 -> 0.71 on
+    # The stacked weight rule (bench.ranking_probe --refit stacked: the lexicon's share 0.28 -> 0.71 on
     # fold models, a better iteration-1 ranking), on today's members and on five fold models.
     Arm("sr_stacked", "loop", "ablation: stacked weights (ensemble.weights: stacked, default accuracy)",
         {"ensemble": {"weights": "stacked"}}),

@@ -6,10 +6,11 @@ This reads a quality arm's workspace kept with ``--keep-workspaces``: the stored
 iteration ``k`` (made by the models of iteration ``k-1``, before ``k``'s corrections), the labels
 as they stood then (rebuilt from the history), and the pre-noise truth. For each score it gives
 precision and label-error F1 among the top *N* disagreements, the best cut, and what the
-threshold rule's 0.70 takes. ``--restack`` also refits the vote's weights by stacking
-(``ensemble.weights: stacked``) on the gold split, as predicted by the same models that voted
-(their held-out view), and ranks with those weights too, so a weight rule is judged without
-running the loop. ``python -m bench.ranking_probe <workspace> [--iteration 1] [--restack]``.
+threshold rule's 0.70 takes. ``--refit RULE`` also refits the vote's weights with another
+``ensemble.weights`` rule (``stacked``, ``accuracy``, ...) on the gold split, as predicted by the
+same models that voted (their held-out view; the recorded temperatures kept), and ranks with
+those weights too, so a weight rule is judged without running the loop.
+``python -m bench.ranking_probe <workspace> [--iteration 1] [--refit stacked]``.
 """
 
 from __future__ import annotations
@@ -59,10 +60,11 @@ def curve(wrong: np.ndarray, p_positive: np.ndarray, labels: np.ndarray) -> dict
                                "precision": round(float(hits[at70 - 1] / at70), 3) if at70 else None}}
 
 
-def restacked(workspace: Path, iteration: int) -> tuple[dict[str, float], dict[str, float]]:
-    """Stacked weights fitted on the gold split for the models that voted in ``iteration``; the gold
-    accuracy of the vote (their held-out view) under the recorded weights and under the stacked ones."""
-    from sentirefine.ensemble.combine import apply_temperature, stacked_weights
+def refitted(workspace: Path, iteration: int, rule: str) -> tuple[dict[str, float], dict[str, float]]:
+    """Weights of ``rule`` fitted on the gold split for the models that voted in ``iteration``; the gold
+    accuracy of the vote (their held-out view) under the recorded weights and under the refitted ones."""
+    from sentirefine.ensemble.combine import apply_temperature, member_weights, stacked_weights
+    from sentirefine.ensemble.metrics import classification_metrics
     from sentirefine.models import load_model
 
     conn = sqlite3.connect(f"file:{workspace / 'sentences.db'}?mode=ro", uri=True)
@@ -74,25 +76,30 @@ def restacked(workspace: Path, iteration: int) -> tuple[dict[str, float], dict[s
     models = workspace / "models" / f"iter-{iteration - 1:03d}"
     raw = np.column_stack([load_model(models / n).predict_held_out(texts)[:, 1] for n in names])
     probs = apply_temperature(raw, [spec["temperatures"][n] for n in names])
-    weights = {"recorded": np.array([spec["weights"][n] for n in names]), "stacked": stacked_weights(probs, labels)}
+    if rule == "stacked":
+        fitted = stacked_weights(probs, labels)
+    else:
+        fitted = member_weights({n: classification_metrics(labels, probs[:, i]) for i, n in enumerate(names)},
+                                names, rule)
+    weights = {"recorded": np.array([spec["weights"][n] for n in names]), rule: fitted}
     accuracy = {k: round(float(np.mean((probs @ w > 0.5) == labels)), 4) for k, w in weights.items()}
-    return dict(zip(names, weights["stacked"].round(4).tolist(), strict=True)), accuracy
+    return dict(zip(names, fitted.round(4).tolist(), strict=True)), accuracy
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workspace", type=Path)
     parser.add_argument("--iteration", type=int, default=1)
-    parser.add_argument("--restack", action="store_true", help="also rank with stacked weights fitted on gold")
+    parser.add_argument("--refit", default=None, help="also rank with weights of this ensemble.weights rule")
     args = parser.parse_args()
     wrong, scores, labels = load(args.workspace / "sentences.db", args.iteration)
     out = {"workspace": str(args.workspace), "iteration": args.iteration, "rows": len(labels),
            "wrong_labels": int(wrong.sum()), "scores": {n: curve(wrong, p, labels) for n, p in scores.items()}}
-    if args.restack:
-        weights, accuracy = restacked(args.workspace, args.iteration)
+    if args.refit:
+        weights, accuracy = refitted(args.workspace, args.iteration, args.refit)
         vote = np.column_stack([scores[n] for n in weights]) @ np.array(list(weights.values()))
-        out["stacked"] = {"weights": weights, "held_out_gold_accuracy": accuracy,
-                          "ranking": curve(wrong, vote, labels)}
+        out["refit"] = {"rule": args.refit, "weights": weights, "held_out_gold_accuracy": accuracy,
+                        "ranking": curve(wrong, vote, labels)}
     print(json.dumps(out, indent=1))
 
 
