@@ -26,6 +26,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from sentirefine.config import Config
+from sentirefine.ensemble.orphans import exit_when_orphaned
 from sentirefine.ensemble.pool import cpu_count
 from sentirefine.errors import TrainingError
 from sentirefine.logs import LogSetup, configure_logging, log_event, log_setup
@@ -41,6 +42,7 @@ def _init_job_worker(threads: int, log: LogSetup) -> None:
     """Worker initializer: the command's logging, and this worker's share of the cores."""
     import torch
 
+    exit_when_orphaned()
     configure_logging(*log)
     torch.set_num_threads(threads)
     set_threads(threads)

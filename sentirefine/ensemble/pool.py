@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from sentirefine.config import Config
+from sentirefine.ensemble.orphans import exit_when_orphaned
 from sentirefine.logs import LogSetup, configure_logging, log_event, log_setup
 from sentirefine.models.text import set_cache_limit, set_threads
 
@@ -46,6 +47,7 @@ def _init_worker(threads: int, log: LogSetup, token_cache_entries: int) -> None:
     and the token cache."""
     import torch
 
+    exit_when_orphaned()
     configure_logging(*log)
     torch.set_num_threads(threads)
     set_threads(threads)

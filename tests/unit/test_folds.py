@@ -165,3 +165,45 @@ def test_an_update_sample_is_new_each_iteration_and_keeps_row_order():
     assert update_sample(texts, labels, 0.25, (13, 1, 0))[0] == one
     assert update_sample(texts, labels, 0.25, (13, 2, 0))[0] != one
     assert update_sample(texts, labels, 1.0, (13, 1, 0))[0] == texts
+
+
+ORPHAN_SCRIPT = '''
+import os, signal, time
+from sentirefine.ensemble.jobs import JobRunner
+
+def worker_pid(_):
+    time.sleep(0.2)
+    return os.getpid()
+
+if __name__ == "__main__":
+    with JobRunner(2) as runner:
+        print(" ".join(str(p) for p in sorted(set(runner.run(worker_pid, [1, 2, 3, 4])))), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)  # the command dies with its workers idle
+'''
+
+
+def test_job_workers_end_with_a_command_killed_by_sigkill(tmp_path):
+    """They used to wait on their queue for good, holding their models' memory."""
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "command.py"
+    script.write_text(ORPHAN_SCRIPT, encoding="utf-8")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    workers = [int(p) for p in proc.stdout.split()]
+    assert workers
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:  # a zombie is gone too
+            return stat.read().split(")")[-1].split()[0] != "Z"
+
+    deadline = time.monotonic() + 15
+    while any(alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in workers if alive(p)], "job workers outlived the killed command"
