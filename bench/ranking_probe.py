@@ -63,8 +63,7 @@ def curve(wrong: np.ndarray, p_positive: np.ndarray, labels: np.ndarray) -> dict
 def refitted(workspace: Path, iteration: int, rule: str) -> tuple[dict[str, float], dict[str, float]]:
     """Weights of ``rule`` fitted on the gold split for the models that voted in ``iteration``; the gold
     accuracy of the vote (their held-out view) under the recorded weights and under the refitted ones."""
-    from sentirefine.ensemble.combine import apply_temperature, member_weights, stacked_weights
-    from sentirefine.ensemble.metrics import classification_metrics
+    from sentirefine.ensemble.combine import apply_temperature, fit_weights
     from sentirefine.models import load_model
 
     conn = sqlite3.connect(f"file:{workspace / 'sentences.db'}?mode=ro", uri=True)
@@ -76,11 +75,7 @@ def refitted(workspace: Path, iteration: int, rule: str) -> tuple[dict[str, floa
     models = workspace / "models" / f"iter-{iteration - 1:03d}"
     raw = np.column_stack([load_model(models / n).predict_held_out(texts)[:, 1] for n in names])
     probs = apply_temperature(raw, [spec["temperatures"][n] for n in names])
-    if rule == "stacked":
-        fitted = stacked_weights(probs, labels)
-    else:
-        fitted = member_weights({n: classification_metrics(labels, probs[:, i]) for i, n in enumerate(names)},
-                                names, rule)
+    fitted = fit_weights(probs, labels, names, rule)
     weights = {"recorded": np.array([spec["weights"][n] for n in names]), rule: fitted}
     accuracy = {k: round(float(np.mean((probs @ w > 0.5) == labels)), 4) for k, w in weights.items()}
     return dict(zip(names, fitted.round(4).tolist(), strict=True)), accuracy

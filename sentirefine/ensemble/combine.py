@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sentirefine.ensemble.metrics import classification_metrics
+
 
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
@@ -89,6 +91,13 @@ def stacked_weights(probs: np.ndarray, labels: np.ndarray, *, steps: int = 2000,
         w = w * np.exp(-rate * (gradient - gradient.min()))  # shifted: the same step, no overflow
         w /= w.sum()
     return w
+
+
+def fit_weights(probs: np.ndarray, labels: np.ndarray, names: Sequence[str], rule: str) -> np.ndarray:
+    """The weights of ``rule`` from calibrated gold probabilities ``probs`` (n, m): every rule's one entry."""
+    if rule == "stacked":
+        return stacked_weights(probs, labels)
+    return member_weights({n: classification_metrics(labels, probs[:, i]) for i, n in enumerate(names)}, names, rule)
 
 
 @dataclass(frozen=True)

@@ -25,15 +25,7 @@ import numpy as np
 
 from sentirefine.config import Config, EnsembleConfig
 from sentirefine.data.workspace import iteration_dir
-from sentirefine.ensemble.combine import (
-    EnsembleOutput,
-    apply_temperature,
-    combine,
-    fit_temperature,
-    member_weights,
-    stacked_weights,
-)
-from sentirefine.ensemble.metrics import classification_metrics
+from sentirefine.ensemble.combine import EnsembleOutput, apply_temperature, combine, fit_temperature, fit_weights
 
 FORMAT = 2
 WEIGHT_RULES = ("equal", "accuracy", "log_loss", "stacked")
@@ -79,11 +71,7 @@ class EnsembleSpec:
         temperatures = [fit_temperature(member_p[:, i], labels) if settings.calibrate else 1.0
                         for i in range(len(members))]
         probs = apply_temperature(member_p, temperatures)
-        if settings.weights == "stacked":
-            weights = stacked_weights(probs, labels)
-        else:
-            calibrated = {n: classification_metrics(labels, probs[:, i]) for i, n in enumerate(members)}
-            weights = member_weights(calibrated, members, settings.weights)
+        weights = fit_weights(probs, labels, members, settings.weights)
         return cls(tuple(members), tuple(float(w) for w in weights), tuple(float(t) for t in temperatures),
                    settings.weights, settings.confidence, settings.agreement_gamma, iteration)
 
