@@ -15,6 +15,12 @@ from tiny_config import TINY_CONFIG
 from sentirefine import demo
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One torch (OpenMP) thread in the test process and every command it starts, set before torch is
+# imported. The suite's models are tiny and its processes overlap (two SIGKILL chains side by side,
+# a CLI beside its pool workers): with two threads each, OpenMP's spin-waiting barriers made a
+# 400-row BiLSTM fit take 62 s instead of 2-3 s whenever another process was busy. Pool and job
+# workers set their own share of the cores (cores // workers) and are unaffected.
+os.environ["OMP_NUM_THREADS"] = "1"
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Tests never talk to the real Gemini: an LLM test sets its own key and points it at a loopback stub.
 for _name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY"):

@@ -66,10 +66,15 @@ def _members(model_dirs: tuple[str, ...]) -> list[Any]:
     return _WORKER["models"]
 
 
-def _predict_task(task: tuple[tuple[str, ...], list[str], bool]) -> np.ndarray:
-    model_dirs, texts, held_out = task
+def _predict_task(task: tuple[tuple[str, ...], list[str], str]) -> np.ndarray:
+    """P(positive) per member of one batch: (n, m), or (n, 2m) for ``both`` (served view, then held-out)."""
+    model_dirs, texts, view = task
     members = _members(model_dirs)
-    probs = [(m.predict_held_out(texts) if held_out else m.predict_proba(texts))[:, 1] for m in members]
+    if view == "both":
+        pairs = [m.predict_both(texts) for m in members]
+        probs = [p[:, 1] for p, _ in pairs] + [h[:, 1] for _, h in pairs]
+    else:
+        probs = [(m.predict_held_out(texts) if view == "held_out" else m.predict_proba(texts))[:, 1] for m in members]
     return np.stack(probs, axis=1).astype(np.float32)
 
 
@@ -120,10 +125,26 @@ class EnsemblePool:
         ``held_out``: the texts are train rows, answered by ``predict_held_out`` (a fold set's
         fold model that never saw them); otherwise ``predict_proba`` (gold rows, new texts).
         """
+        return self._run(model_dirs, texts, progress, "held_out" if held_out else "proba")
+
+    def member_views(self, model_dirs: Sequence[Path], texts: Sequence[str],
+                     progress: Callable[[int], object] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Both views of ``texts`` in one pass: ``predict_proba`` and ``predict_held_out`` per member.
+
+        For gold rows under fold sets (the evaluate stage): each fold model predicts each text
+        once, instead of once for the average and again for the held-out view.
+        """
+        both = self._run(model_dirs, texts, progress, "both")
+        m = len(model_dirs)
+        return both[:, :m], both[:, m:]
+
+    def _run(self, model_dirs: Sequence[Path], texts: Sequence[str], progress: Callable[[int], object] | None,
+             view: str) -> np.ndarray:
+        """Batches of ``texts`` through the workers (or in-process), each answered in ``view``."""
         key = tuple(str(d) for d in model_dirs)
         if not texts or not key:
-            return np.zeros((len(texts), len(key)), dtype=np.float32)
-        tasks = [(key, list(texts[i : i + self.batch_rows]), held_out) for i in range(0, len(texts), self.batch_rows)]
+            return np.zeros((len(texts), len(key) * (2 if view == "both" else 1)), dtype=np.float32)
+        tasks = [(key, list(texts[i : i + self.batch_rows]), view) for i in range(0, len(texts), self.batch_rows)]
         results = map(_predict_task, tasks) if self._pool is None else self._pool.imap(_predict_task, tasks)
         parts = []
         for part in results:

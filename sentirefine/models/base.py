@@ -82,6 +82,16 @@ class SentimentModel(ABC):
         """
         return self.predict_proba(texts)
 
+    def predict_both(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict_proba` and :meth:`predict_held_out` of the same texts, in one pass.
+
+        The evaluate stage needs both views of the gold rows (the served average, and the
+        predict stage's view for the budget's evidence); a fold set derives both from one
+        prediction per fold model instead of predicting twice.
+        """
+        proba = self.predict_proba(texts)
+        return proba, proba
+
     @property
     def fold_count(self) -> int:
         """How many fold models answer :meth:`predict_held_out` (1: the model itself, in-sample)."""

@@ -134,6 +134,12 @@ class FoldSet(SentimentModel):
                 out[idx] = model.predict_proba([texts[i] for i in idx])
         return out
 
+    def predict_both(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The mean and the held-out view from one prediction of every text by every fold model."""
+        each = np.stack([m.predict_proba(texts) for m in self.models_])  # (k, n, 2)
+        held = each[fold_of(texts, self.fold_count), np.arange(len(texts))]
+        return each.mean(axis=0).astype(np.float32), held.astype(np.float32)
+
     def change_rate(self, previous: SentimentModel) -> float | None:
         """The mean of the fold models' change rates against their own previous fold (None if they have none)."""
         if not isinstance(previous, FoldSet) or previous.fold_count != self.fold_count:

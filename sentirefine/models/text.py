@@ -31,6 +31,11 @@ _CACHE: dict[str, dict[str, list[str]]] = {}
 
 
 _KIWI_THREADS: dict[str, int | None] = {"threads": None}  # None = Kiwi's own default (all cores)
+# One Kiwi analyser per process and thread count, shared by every tokenizer in it. Each member
+# holds its own Tokenizer, and a fold set holds k members: one analyser each cost ~4 s and
+# 100-200 MB apiece, 15 of them in every pool worker at 5 folds (lexicon, LSTM, BiLSTM).
+# Analysis does not depend on who asks, and a process tokenizes one batch at a time.
+_ANALYSERS: dict[int | None, Any] = {}
 
 
 def set_threads(threads: int | None) -> None:
@@ -58,7 +63,7 @@ def regex_tokenize(text: str) -> list[str]:
 class Tokenizer:
     """Batch tokenizer: kiwipiepy morphemes for Korean text, regex for the rest.
 
-    The Kiwi instance is created lazily (it costs ~1 s and ~100 MB) and with
+    The Kiwi analyser is created lazily, once per process (see ``_ANALYSERS``), and with
     ``num_workers`` threads (None = all cores; 0 cannot batch), so Pool workers can ask for one.
     """
 
@@ -67,12 +72,19 @@ class Tokenizer:
         self.kind = kind
         self.num_workers = num_workers
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies and pickles leave the analyser behind: it is the process's, found again on first use."""
+        return {k: v for k, v in self.__dict__.items() if k != "_kiwi"}
+
     @cached_property
     def _kiwi(self) -> Any:
-        """The Kiwi analyser, created once per tokenizer (it costs ~1 s and ~100 MB)."""
-        from kiwipiepy import Kiwi
+        """The process's Kiwi analyser for this thread count, created on first use (~4 s, 100-200 MB)."""
+        threads = self.num_workers if self.num_workers is not None else _KIWI_THREADS["threads"]
+        if threads not in _ANALYSERS:
+            from kiwipiepy import Kiwi
 
-        return Kiwi(num_workers=self.num_workers if self.num_workers is not None else _KIWI_THREADS["threads"])
+            _ANALYSERS[threads] = Kiwi(num_workers=threads)
+        return _ANALYSERS[threads]
 
     def tokenize(self, texts: Sequence[str]) -> list[list[str]]:
         """Tokenize a batch; output order matches input order.

@@ -117,10 +117,10 @@ def evaluate_members(config: Config, store: Store, iteration: int, pool: Ensembl
         spec = EnsembleSpec.uniform(names, config.ensemble, iteration)
         return {"members": {}, "ensemble": {}, "weights": spec.weight_map(), "spec": spec.to_dict()}
     dirs, folded = [iteration_dir(config, iteration) / n for n in names], config.ensemble.folds > 1
-    with tqdm(total=len(texts) * (1 + folded), desc=f"iter {iteration} evaluate", unit="row",
+    with tqdm(total=len(texts), desc=f"iter {iteration} evaluate", unit="row",
               disable=progress_disabled(), leave=False) as bar:
-        raw = pool.member_probs(dirs, texts, progress=bar.update)
-        held = pool.member_probs(dirs, texts, progress=bar.update, held_out=True) if folded else None
+        raw, held = (pool.member_views(dirs, texts, progress=bar.update) if folded
+                     else (pool.member_probs(dirs, texts, progress=bar.update), None))
     members = {n: {**classification_metrics(labels, raw[:, i]), "confusion": confusion(labels, raw[:, i] > 0.5)}
                for i, n in enumerate(names)}
     spec = EnsembleSpec.fit(names, raw, labels, config.ensemble, iteration)

@@ -68,6 +68,24 @@ def test_held_out_predictions_come_from_the_fold_model_that_never_saw_the_row(tm
     mean = np.mean([m.predict_proba(texts) for m in model.models_], axis=0)
     np.testing.assert_allclose(model.predict_proba(texts), mean, rtol=1e-6)  # gold and serving: the average
     assert not np.allclose(held, model.predict_proba(texts))  # the two views differ on train rows
+    both = model.predict_both(texts)  # the evaluate stage's one pass gives the same two views
+    np.testing.assert_allclose(both[0], model.predict_proba(texts), rtol=1e-6)
+    np.testing.assert_allclose(both[1], held, rtol=1e-6)
+
+
+def test_the_pool_returns_both_views_of_fold_sets_and_single_models_in_one_pass(tmp_path):
+    from sentirefine.ensemble.pool import EnsemblePool
+    from sentirefine.models import build_model
+
+    texts, labels = corpus(200, seed=5)
+    build_fold_set("lexicon", fold_config(tmp_path)).fit(texts, labels).save(tmp_path / "folded")
+    build_model("lexicon", fold_config(tmp_path)).fit(texts, labels).save(tmp_path / "single")
+    dirs = [tmp_path / "folded", tmp_path / "single"]
+    with EnsemblePool(workers=0, batch_rows=64) as pool:
+        served, held = pool.member_views(dirs, texts)
+        np.testing.assert_allclose(served, pool.member_probs(dirs, texts), rtol=1e-6)
+        np.testing.assert_allclose(held, pool.member_probs(dirs, texts, held_out=True), rtol=1e-6)
+    assert not np.allclose(served[:, 0], held[:, 0]) and np.array_equal(served[:, 1], held[:, 1])
 
 
 def test_a_saved_fold_set_loads_back_and_updates_each_fold_from_its_own_state(tmp_path):

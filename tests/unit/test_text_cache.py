@@ -45,3 +45,20 @@ def test_reading_cached_texts_again_keeps_them(small_cache):
     assert all(t in small_cache["regex"] for t in texts[:10])
     tok.tokenize([f"other {i}" for i in range(20)])  # 40 + 20 new > 50: now it clears
     assert len(small_cache["regex"]) == 20
+
+
+def test_every_tokenizer_in_a_process_shares_one_kiwi_analyser():
+    # A fold set at k = 5 holds 15 Kiwi-reading members per pool worker: one analyser each cost
+    # ~4 s and 100-200 MB apiece. Copies (the lexicon's change-rate snapshot) and pickles (a job
+    # sent to a worker) leave it behind and find the process's one again.
+    import copy
+    import pickle
+
+    first, second = text.Tokenizer("kiwi", num_workers=1), text.Tokenizer("kiwi", num_workers=1)
+    text._CACHE.pop("kiwi", None)
+    assert first.tokenize(["영화 정말 재밌었다"])[0][:2] == ["영화", "정말"]
+    assert second.tokenize(["배우 연기가 지루했다"])[0][0] == "배우"
+    assert first._kiwi is second._kiwi
+    copied = copy.deepcopy(first)
+    assert "_kiwi" not in copied.__dict__ and "_kiwi" not in pickle.loads(pickle.dumps(first)).__dict__
+    assert copied._kiwi is first._kiwi
