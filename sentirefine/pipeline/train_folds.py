@@ -23,7 +23,7 @@ import numpy as np
 from sentirefine.config import Config
 from sentirefine.data.store import Store
 from sentirefine.data.workspace import resolve_checkpoint
-from sentirefine.ensemble.jobs import JobRunner, describe
+from sentirefine.ensemble.jobs import JobRunner, describe, tail_threads, torch_threads
 from sentirefine.faults import crash_point
 from sentirefine.logs import stage_log
 from sentirefine.models import SentimentModel, build_model, load_model
@@ -60,6 +60,7 @@ class FoldJob:
     iteration: int
     texts: list[str]
     labels: np.ndarray
+    threads: int | None = None  # torch threads for this fit (None: the worker's share; see jobs.tail_threads)
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,8 @@ def fit_fold(job: FoldJob) -> FoldOutcome:
     if job.previous is not None and member_classes()[job.name].updates_on_a_sample:
         texts, labels = update_sample(texts, labels, job.config.ensemble.update_share(),
                                       (job.config.models.seed, job.iteration, job.fold))
-    with stage_log(log, stage, iteration=job.iteration, rows=len(texts)):
+    with stage_log(log, stage, iteration=job.iteration, rows=len(texts), threads=job.threads), \
+            torch_threads(job.threads):
         started = time.perf_counter()
         model, change = train_one(job.config, job.name, job.previous, job.device, texts, labels, fold=job.fold)
         crash_point(f"{stage}_before_save")
@@ -106,15 +108,17 @@ def train_fold_set(config: Config, store: Store, name: str, iteration: int, memb
     """
     out, previous = member_dirs
     folds, device = config.ensemble.folds, resolve_device(config.models.device)
-    assignment = fold_of(data[0], folds)
+    assignment, tail = fold_of(data[0], folds), tail_threads(runner, folds)
     jobs = [FoldJob(config, name, j, assignment, None if previous is None else fold_dir(previous, j),
-                    fold_dir(out, j), device, iteration, *data)
+                    fold_dir(out, j), device, iteration, *data, threads=tail.get(j))
             for j in range(folds) if not _fold_done(store, iteration, name, j, out)]
     with stage_log(log, f"train:{name}:folds", iteration=iteration, folds=folds, pending=len(jobs), **describe(runner)):
         for job in jobs:
             store.start_stage(iteration, _fold_stage(name, job.fold))
-        for outcome in runner.run(fit_fold, jobs):
-            store.finish_stage(iteration, _fold_stage(name, outcome.fold), outcome.to_info())
+        # The full rounds first, then the partial last round on every core (jobs.tail_threads).
+        for batch in ([j for j in jobs if j.fold not in tail], [j for j in jobs if j.fold in tail]):
+            for outcome in runner.run(fit_fold, batch):
+                store.finish_stage(iteration, _fold_stage(name, outcome.fold), outcome.to_info())
     outcomes = [store.stage_info(iteration, _fold_stage(name, j)) or {} for j in range(folds)]
     crash_point(f"train:{name}_before_seal")
     history = [{"fold": o["fold"], **h} for o in outcomes for h in o.get("history", [])]

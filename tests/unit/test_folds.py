@@ -139,6 +139,40 @@ def test_the_job_runner_runs_jobs_in_worker_processes_and_reports_their_errors_w
         assert {r[1] for r in runner.run(_square, [1, 2])} == {os.getpid()}  # one worker: in this process
 
 
+def _threads_in_job(threads: int | None) -> int:
+    import torch
+
+    from sentirefine.ensemble.jobs import torch_threads
+
+    with torch_threads(threads):
+        inside = torch.get_num_threads()
+    assert torch.get_num_threads() == 1  # the worker's own share (2 cores // 2 workers), restored
+    return inside
+
+
+def test_the_last_partial_round_of_jobs_shares_every_core(monkeypatch):
+    """5 folds on 2 workers: folds 0-3 in two full rounds on one thread each, then fold 4 alone on
+    both cores instead of beside an idle one; a fixed function of the index (a redone fold 4 gets 2)."""
+    from sentirefine.ensemble import jobs
+
+    monkeypatch.setattr(jobs, "cpu_count", lambda: 2)
+    assert jobs.tail_threads(JobRunner(2), 5) == {4: 2}
+    assert jobs.tail_threads(JobRunner(2), 4) == jobs.tail_threads(JobRunner(2), 2) == {}
+    assert jobs.tail_threads(JobRunner(1), 5) == {}  # in-process: the caller's threads
+    monkeypatch.setattr(jobs, "cpu_count", lambda: 8)
+    assert jobs.tail_threads(JobRunner(3), 5) == {3: 4, 4: 4}
+    assert jobs.tail_threads(JobRunner(4), 5) == {4: 8}
+
+
+def test_a_job_runs_on_its_own_threads_and_leaves_its_worker_as_it_was(monkeypatch):
+    from sentirefine.ensemble import jobs
+
+    if jobs.cpu_count() != 2:
+        pytest.skip("sized for a 2-core machine (CI's)")
+    with JobRunner(2) as runner:
+        assert sorted(runner.run(_threads_in_job, [None, 2])) == [1, 2]
+
+
 def test_a_killed_job_worker_stops_the_command_with_a_resumable_error():
     with JobRunner(2) as runner, pytest.raises(TrainingError, match="worker process died") as caught:
         list(runner.run(_die, [1, 2]))
