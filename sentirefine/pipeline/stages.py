@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from sentirefine.config import Config
 from sentirefine.data.records import IterationMetrics
 from sentirefine.data.store import Store
+from sentirefine.ensemble.jobs import JobRunner
 from sentirefine.ensemble.pool import EnsemblePool
 from sentirefine.faults import crash_point
 from sentirefine.integrations.tracking import Tracker
@@ -63,6 +64,7 @@ class StageRun:
     timings: dict[str, float] = field(default_factory=dict)
     metrics: IterationMetrics = field(init=False)
     prepared: dict[str, Any] = field(default_factory=dict)
+    runner: JobRunner | None = None  # the command's fold-job runner (None: the train stage makes its own)
 
     def __post_init__(self) -> None:
         self.metrics = IterationMetrics(iteration=self.iteration)  # the evaluate stage's fold fills it

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from sentirefine.config import Config
 from sentirefine.data.store import Store
 from sentirefine.data.store_training import gold_set, trainable_summary, unfrozen_train_set
 from sentirefine.data.workspace import iteration_dir
-from sentirefine.ensemble.jobs import job_runner
+from sentirefine.ensemble.jobs import JobRunner, job_runner
 from sentirefine.ensemble.metrics import classification_metrics, confusion
 from sentirefine.ensemble.pool import EnsemblePool
 from sentirefine.ensemble.spec import EnsembleSpec
@@ -59,17 +60,19 @@ def training_set(store: Store) -> tuple[list[str], np.ndarray]:
     return unfrozen_train_set(store)
 
 
-def train_members(config: Config, store: Store, iteration: int) -> dict[str, dict[str, Any]]:
+def train_members(config: Config, store: Store, iteration: int,
+                  runner: JobRunner | None = None) -> dict[str, dict[str, Any]]:
     """Train every member for ``iteration``, one after another; returns per-member training info.
 
-    With ``ensemble.folds`` > 1 a member's fold models are jobs of one runner, alive for the
-    stage; members still train in order, so two big members never compete for memory.
+    With ``ensemble.folds`` > 1 a member's fold models are jobs of one runner: the command's
+    (``runner``), or one alive for this stage; members still train in order, so two big
+    members never compete for memory.
     """
     data = training_set(store)
     out_dir = iteration_dir(config, iteration)
     previous = iteration_dir(config, iteration - 1) if iteration > 0 else None
     info: dict[str, dict[str, Any]] = {}
-    with job_runner(config, config.ensemble.folds) as runner:
+    with nullcontext(runner) if runner is not None else job_runner(config, config.ensemble.folds) as runner:
         for name in config.models.order:
             stage = f"train:{name}"
             if store.stage_done(iteration, stage) and (out_dir / name / "model.json").is_file():

@@ -80,6 +80,9 @@ def test_each_train_row_is_predicted_by_the_fold_model_that_never_saw_it(referen
         assert np.abs(stored - fold_set.predict_proba(texts)[:, 1]).max() > 1e-3  # not the average
     # convergence is defined over the fold models: the lexicon's change rate is their mean
     assert metrics["lexicon_change_rate"] is not None and metrics["training"]["lexicon"]["folds"] == 2
+    # one set of job workers for the command (bootstrap and iteration 1): their caches carry over
+    events = [json.loads(line) for line in (reference / "logs" / "sentirefine.jsonl").read_text().splitlines()]
+    assert [e["workers"] for e in events if e.get("event") == "job_workers_started"] == [2]
 
 
 def test_gold_evaluation_and_the_served_model_use_the_average_of_the_folds(reference):
