@@ -64,6 +64,7 @@ class CrossFit:
 
     members: tuple[str, ...]
     oof: dict[str, dict[int, float]]
+    folds: int = 1  # ensemble.folds: how many fold models split each batch of held-out rows
 
     @classmethod
     def prepare(cls, config: Config, store: Store, members: Sequence[str], iteration: int) -> CrossFit:
@@ -73,7 +74,8 @@ class CrossFit:
         out-of-fold itself, so nothing is refitted here.
         """
         listed = config.ensemble.cross_fit if config.ensemble.folds == 1 else []
-        return cls(tuple(members), {n: out_of_fold(config, store, n, iteration) for n in members if n in listed})
+        return cls(tuple(members), {n: out_of_fold(config, store, n, iteration) for n in members if n in listed},
+                   config.ensemble.folds)
 
     @property
     def pooled(self) -> list[str]:
@@ -95,7 +97,7 @@ class CrossFit:
         ``progress`` counts the rows once, whether or not any went through the pool.
         """
         pooled_dirs = [d for n, d in zip(self.members, dirs, strict=True) if n not in self.oof]
-        pooled = pool.member_probs(pooled_dirs, texts, progress=progress, held_out=True)
+        pooled = pool.member_probs(pooled_dirs, texts, progress=progress, held_out=True, folds=self.folds)
         if not pooled_dirs and progress is not None:  # every member cross-fitted: nothing went through the pool
             progress(len(texts))
         return self.merge(sids, pooled)

@@ -85,6 +85,8 @@ def test_the_pool_returns_both_views_of_fold_sets_and_single_models_in_one_pass(
         served, held = pool.member_views(dirs, texts)
         np.testing.assert_allclose(served, pool.member_probs(dirs, texts), rtol=1e-6)
         np.testing.assert_allclose(held, pool.member_probs(dirs, texts, held_out=True), rtol=1e-6)
+        # held-out tasks three batches long (one per fold model) answer every row the same
+        np.testing.assert_allclose(held, pool.member_probs(dirs, texts, held_out=True, folds=3), rtol=1e-6)
     assert not np.allclose(served[:, 0], held[:, 0]) and np.array_equal(served[:, 1], held[:, 1])
 
 
