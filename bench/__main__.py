@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("stages", help="time per iteration by stage (default config, full stack)")
     _common(s, 20_000)
     s.add_argument("--max-iterations", type=int, default=2)
+    s.add_argument("--arms", default="sentirefine",
+                   help="loop arms timed one after another in this run, the first the base of the ratios "
+                   "(e.g. sr_v1,sr_folds5_stacked)")
     sp = sub.add_parser("speed", help="Pool(1) vs Pool(2) throughput, bulk updates, export")
     _common(sp, 20_000)
     sp.add_argument("--predict-rows", type=int, default=8000)
@@ -219,6 +222,11 @@ def _measured_arms(results_dir: Path, name: str, meta: dict[str, Any]) -> list[d
 
 
 def cmd_stages(args: argparse.Namespace) -> list[Path]:
+    """Time per iteration by stage of each arm, one after another in one run, so their ratio is one run's.
+
+    The result is written after each arm; run again, a finished arm's kept workspace answers at
+    once and an interrupted one resumes (``quality.QualityRun``), so the command is resumable.
+    """
     from bench import quality
     from bench.workspaces import Setup
 
@@ -227,14 +235,30 @@ def cmd_stages(args: argparse.Namespace) -> list[Path]:
     setup = _with_checkpoint(args, Setup(train, gold, noise.rate("uniform20"), args.seed,
                                          args.scratch / f"stages-{args.size}", args.config, overrides))
     runner = quality.QualityRun(setup, args.max_iterations)
-    result = runner.run(arm_specs.ARMS["sentirefine"])
-    boot = runner.bootstrap()
-    payload = {**_meta(args, src, overrides=overrides), "benchmark": "stages", "noise": "uniform20",
-               "bert_checkpoint": _checkpoint_card(setup),
-               "bootstrap": {"seconds": boot["seconds"],
-                             "train_seconds": {n: t.get("seconds") for n, t in boot["metrics"]["training"].items()}},
-               "iterations": result.get("per_iteration", [])}
-    return [machine.save(args.results, f"stages-{args.size}", payload)]
+    meta = {**_meta(args, src, overrides=overrides), "benchmark": "stages", "noise": "uniform20",
+            "bert_checkpoint": _checkpoint_card(setup)}
+    runs: list[dict[str, Any]] = []
+    path = None
+    for arm in arm_specs.parse(args.arms, "uniform20"):
+        runs.append(_stage_run(runner, arm))
+        path = machine.save(args.results, f"stages-{args.size}", {**meta, "arms": runs})
+    return [path] if path else []
+
+
+def _stage_run(runner: Any, arm: arm_specs.Arm) -> dict[str, Any]:
+    """One arm's bootstrap and iterations, with the seconds of each stage and member."""
+    result = runner.run(arm)
+    its = result.get("per_iteration", [])
+    if result.get("shared_bootstrap_seconds"):  # the run's shared bootstrap, timed when it was built
+        boot = runner.bootstrap()
+        boot = {"seconds": boot["seconds"],
+                "train_seconds": {n: t.get("seconds") for n, t in boot["metrics"]["training"].items()}}
+    else:  # an arm with its own bootstrap (other fold count): iteration 0 of its own workspace
+        first = next((it for it in its if it["iteration"] == 0), {})
+        boot = {"seconds": first.get("seconds"), "train_seconds": first.get("train_seconds", {})}
+    return {"arm": arm.name, "doc": arm.doc, "overrides": arm.overrides, "settings": result["settings"],
+            "measured_at": result["measured_at"], "git_rev": result["git_rev"], "bootstrap": boot,
+            "iterations": its}
 
 
 def cmd_speed(args: argparse.Namespace) -> list[Path]:

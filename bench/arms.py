@@ -31,6 +31,10 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
     Arm("cleanlab_iter", "cleanlab", "cleanlab iterated: flag on out-of-fold probabilities, flip, refit members, "
         "repeat, for as many rounds as sentirefine ran iterations", variant="iter"),
     Arm("sentirefine", "loop", "sentirefine with the default config"),
+    Arm("sr_v1", "loop", "the default before issue 27, pinned so it stays measurable when the default moves: "
+        "one model per member, only the lexicon cross-fitted, accuracy weights, the absolute threshold rule",
+        {"ensemble": {"folds": 1, "cross_fit": ["lexicon"], "weights": "accuracy"},
+         "refine": {"rule": "threshold"}}),
     Arm("sr_insample", "loop", "ablation: every member predicts in-sample (ensemble.cross_fit: [])",
         {"ensemble": {"cross_fit": []}}),
     Arm("sr_crossfit_rnn", "loop", "ablation: lexicon, LSTM and BiLSTM cross-fitted (costly: k fits each)",

@@ -234,16 +234,35 @@ def speed(r: dict[str, Any]) -> list[str]:
 
 
 def stages(r: dict[str, Any]) -> list[str]:
-    its = [it for it in r["iterations"] if it["iteration"] > 0]
+    """One table per timed arm; with several arms, each one's mean iteration against the first's."""
+    runs = r.get("arms") or [{"arm": "sentirefine", "bootstrap": r["bootstrap"], "iterations": r["iterations"]}]
+    out = [f"### Time per iteration by stage, {r['size']} train rows", "", *provenance(r)]
+    for run in runs:
+        out += _stage_table(run)
+    if len(runs) > 1:
+        base = _mean_iteration(runs[0])
+        out += ["Mean iteration against the first arm's, measured in this run: " + "; ".join(
+            f"`{run['arm']}` {_f(_mean_iteration(run), 1)} s ({_f(_mean_iteration(run) / base, 2)}×)"
+            for run in runs) + ".", ""]
+    return out
+
+
+def _stage_table(run: dict[str, Any]) -> list[str]:
+    its = [it for it in run["iterations"] if it["iteration"] > 0]
     names = list(dict.fromkeys(k for it in its for k in it["stage_seconds"]))
     members = list(dict.fromkeys(k for it in its for k in it.get("train_seconds", {})))
     rows = [[str(it["iteration"]), *[_f(it["stage_seconds"].get(n), 1) for n in names],
              *[_f(it.get("train_seconds", {}).get(m), 1) for m in members], _f(it["seconds"], 1)] for it in its]
-    boot = r["bootstrap"]
-    return [f"### Time per iteration by stage, {r['size']} train rows", "", *provenance(r),
-            f"Bootstrap: {boot['seconds']} s (fit: " + ", ".join(f"{k} {v} s" for k, v in boot["train_seconds"].items())
+    boot = run["bootstrap"]
+    return [f"`{run['arm']}`{' (' + run['doc'] + ')' if run.get('doc') else ''}. Bootstrap: {boot['seconds']} s "
+            "(fit: " + ", ".join(f"{k} {v} s" for k, v in boot["train_seconds"].items())
             + "). The train stage is split by member on the right; predict includes the cross-fitted members' k fits.",
             "", *_table(["iteration", *names, *[f"(train:{m})" for m in members], "total"], rows), ""]
+
+
+def _mean_iteration(run: dict[str, Any]) -> float:
+    secs = [it["seconds"] for it in run["iterations"] if it["iteration"] > 0 and it.get("seconds")]
+    return sum(secs) / len(secs) if secs else float("nan")
 
 
 def memory(r: dict[str, Any]) -> list[str]:

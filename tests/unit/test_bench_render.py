@@ -109,3 +109,21 @@ def test_a_default_kept_on_purpose_says_why_beside_the_measured_verdict() -> Non
     assert verdicts["sr_insample"] == "default supported"  # a supported default needs no reason
     traded = _verdicts(_arm("sr_crossfit_rnn", 0.75, 0.825))["sr_crossfit_rnn"]
     assert traded.startswith("trade-off") and "1.5 points lower; default kept: " in traded
+
+
+def test_the_stages_table_gives_each_arm_its_cost_against_the_first_arm_of_the_same_run() -> None:
+    def run(arm: str, *seconds: float) -> dict:
+        its = [{"iteration": 0, "stage_seconds": {}, "seconds": 500.0}]
+        its += [{"iteration": i, "stage_seconds": {"predict": s / 4, "train": s / 2}, "train_seconds": {"bert": s / 3},
+                 "seconds": s} for i, s in enumerate(seconds, start=1)]
+        return {"arm": arm, "bootstrap": {"seconds": 500.0, "train_seconds": {"bert": 60.0}}, "iterations": its}
+
+    r = {"command": "python -m bench stages", "date": "d", "machine": {"cpu": "x", "cores": 2, "ram_gb": 1},
+         "size": 20000, "arms": [run("sr_v1", 130.0, 140.0), run("sr_folds5_stacked", 190.0, 200.0, 195.0)]}
+    text = "\n".join(render.stages(r))
+    assert text.count("| iteration |") == 2  # one table per arm, bootstraps (iteration 0) left out of the rows
+    assert "`sr_v1` 135.0 s (1.00×); `sr_folds5_stacked` 195.0 s (1.44×)" in text
+    old = {k: v for k, v in r.items() if k != "arms"} | {"bootstrap": r["arms"][0]["bootstrap"],
+                                                          "iterations": r["arms"][0]["iterations"]}
+    assert "`sentirefine`" in "\n".join(render.stages(old)) and "against the first arm" not in "\n".join(
+        render.stages(old))  # a result file from before arms were timed side by side still renders
