@@ -91,10 +91,16 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
     Arm("sr_folds5_stacked", "loop", "ablation: 5 fold models per member, stacked weights, the budget rule at "
         "share 0.4", {"refine": {"rule": "budget", "budget": {"share": 0.4}},
                       "ensemble": {"folds": 5, "weights": "stacked"}},
-        kept_because="measured at 20% and 40% uniform noise only (at 40% it meets every label and model "
-        "target, at 20% all but F1), and an iteration cost about 2.7x the default's before the Kiwi and "
-        "job-runner fixes (issue 27 allows 1.5x); the candidate default once classcond, ambiguous25 and the "
-        "cost beside sr_v1 are measured"),
+        kept_because="at 40% uniform noise it meets every label and model target, at 20% all but F1, under "
+        "class-conditional noise none (the confident joint counts 2,637 positives as really negative for "
+        "1,054: iteration 1's flips to negative are right half the time); not measured at ambiguous25"),
+    # The same with the gold estimator: at iteration 1 of sr_folds5_stacked under class-conditional
+    # noise it would have counted 1,197 / 2,993 wrong labels for the true 1,054 / 2,957 (the
+    # confident joint: 2,637 / 3,228; bench/NOTES.md).
+    Arm("sr_folds5_stacked_gold", "loop", "ablation: sr_folds5_stacked counting wrong labels against the gold "
+        "confusion (refine.budget.estimator: gold)",
+        {"refine": {"rule": "budget", "budget": {"share": 0.4, "estimator": "gold"}},
+         "ensemble": {"folds": 5, "weights": "stacked"}}),
     Arm("clean", "clean", "members trained on the true labels (ceiling)"),
 ]}
 
