@@ -171,7 +171,9 @@ def test_predict_streams_every_row_or_names_its_reject(workspace, tmp_path):
     streamed = [json.loads(line) for line in whole.stdout.decode().splitlines()]
     assert [r["line"] for r in streamed] == [2, 3, 6, 8]
     assert [r["label"] for r in streamed] == [r["label"] for r in rows]
-    assert [r["probability"] for r in streamed] == pytest.approx([r["probability"] for r in rows], abs=1e-9)
+    # float32 equality, not bit equality: one row alone and four padded together round differently
+    # (1.4e-8 apart on an AMD EPYC, bit-equal on the Intel machine before it)
+    assert [r["probability"] for r in streamed] == pytest.approx([r["probability"] for r in rows], abs=1e-6)
 
 
 def test_predict_strict_stops_at_the_first_bad_row_and_keeps_the_old_output(workspace, tmp_path):

@@ -135,12 +135,13 @@ def test_crossfit_merge_keeps_member_order() -> None:
 
 
 def test_crossfit_member_probs_sends_only_pooled_members_and_counts_rows_once() -> None:
-    calls, seen = [], []
+    calls, seen, split = [], [], []
 
     class Pool:
-        def member_probs(self, dirs, texts, progress=None, *, held_out=False):
+        def member_probs(self, dirs, texts, progress=None, *, held_out=False, folds=1):
             assert held_out  # train rows: a fold set answers with the model that held them out
             calls.append([d.name for d in dirs])
+            split.append(folds)  # how many fold models a held-out batch is shared among
             if dirs and progress:
                 progress(len(texts))
             return np.full((len(texts), len(dirs)), 0.25, dtype=np.float32)
@@ -152,6 +153,8 @@ def test_crossfit_member_probs_sends_only_pooled_members_and_counts_rows_once() 
     all_oof = CrossFit(("lexicon",), {"lexicon": {1: 0.9, 2: 0.8}})
     assert all_oof.member_probs(Pool(), dirs[:1], [1, 2], ["a", "b"], seen.append).tolist() == [[0.9], [0.8]]
     assert seen == [2, 2]  # nothing went through the pool, the rows still count
+    CrossFit(("lstm",), {}, folds=5).member_probs(Pool(), dirs[1:], [1, 2], ["a", "b"])
+    assert split == [1, 1, 5]  # ensemble.folds reaches the pool, which sizes its held-out tasks by it
 
 
 def test_served_model_reads_a_format_1_artifact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
