@@ -240,10 +240,10 @@ def stages(r: dict[str, Any]) -> list[str]:
     for run in runs:
         out += _stage_table(run)
     if len(runs) > 1:
-        base = _mean_iteration(runs[0])
+        means = [_mean_iteration(run) for run in runs]
         out += ["Mean iteration against the first arm's, measured in this run: " + "; ".join(
-            f"`{run['arm']}` {_f(_mean_iteration(run), 1)} s ({_f(_mean_iteration(run) / base, 2)}×)"
-            for run in runs) + ".", ""]
+            f"`{run['arm']}` {_f(mean, 1)} s ({_f(mean / means[0], 2)}×)"
+            for run, mean in zip(runs, means, strict=True)) + ".", ""]
     return out
 
 
